@@ -1,0 +1,1 @@
+"""Drivers shipped with gatewayd (installed as ``gatewayd.drivers``)."""

@@ -1,0 +1,1 @@
+"""The simulated driver: deterministic readings without hardware."""

@@ -1,0 +1,3 @@
+"""gatewayd: an edge gateway daemon for embedded Linux."""
+
+__version__ = "0.1.0"

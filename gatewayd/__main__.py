@@ -1,0 +1,3 @@
+from gatewayd.cli.daemon import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""The durable store: SQLite in WAL mode, with one persisted cursor per uplink."""

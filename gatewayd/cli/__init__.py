@@ -1,0 +1,1 @@
+"""Command-line entry points: gatewayd (the daemon) and gatewayctl (the operator's tool)."""

@@ -1,0 +1,1 @@
+"""Outbound uplinks to central brokers."""
