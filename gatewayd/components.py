@@ -67,9 +67,9 @@ class BufferRunner:
 class UplinkRunner:
     """Runs one uplink."""
 
-    def __init__(self, uplink: MqttUplink) -> None:
+    def __init__(self, name: str, uplink: MqttUplink) -> None:
         self.uplink = uplink
-        self.name = f"uplink:{uplink.config.name}"
+        self.name = f"uplink:{name}"
 
     async def run(self) -> None:
         await self.uplink.run()

@@ -138,7 +138,7 @@ class Daemon:
     def _start_uplink(self, up: UplinkConfig) -> None:
         if not up.enabled:
             return
-        self.supervisor.start(UplinkRunner(MqttUplink(
+        self.supervisor.start(UplinkRunner(up.name, MqttUplink(
             up, buffer=self.buffer, gateway_id=self.config.gateway.id,
             identity=self.config.identity, version=__version__)))
 

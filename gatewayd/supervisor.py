@@ -70,8 +70,8 @@ class Backoff:
     stable_after: float = 30.0  # a run this long resets the backoff
 
     def delay(self, attempt: int) -> float:
-        d = min(self.maximum, self.initial * (2 ** min(attempt, 32)))
-        return d / 2 + random.uniform(0, d / 2)
+        d: float = min(self.maximum, self.initial * 2.0 ** min(attempt, 32))
+        return d / 2 + random.uniform(0, d / 2)  # noqa: S311 - jitter, not cryptography
 
 
 def describe(err: BaseException) -> str:
@@ -156,7 +156,7 @@ class Supervisor:
             entry = self._status[name].as_dict()
             try:
                 entry["health"] = comp.health()
-            except Exception as err:  # a broken health() must not break status
+            except Exception as err:  # noqa: BLE001 - a broken health() must not break status
                 entry["health"] = {"error": describe(err)}
             out[name] = entry
         return out

@@ -8,8 +8,15 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from gatewayd.config.section import Section, choice, duration, integer, nonempty_string, number
-from gatewayd.config.section import string
+from gatewayd.config.section import (
+    Section,
+    choice,
+    duration,
+    integer,
+    nonempty_string,
+    number,
+    string,
+)
 from gatewayd.driver import DeviceConfig, Driver, Sink
 from gatewayd.errors import DriverError
 from gatewayd.reading import Reading
@@ -25,6 +32,7 @@ class SimOptions:
     points: tuple[SimPoint, ...]
     limit: int  # stop after this many polls (0 = never)
     fail_after: int  # raise after this many polls of each run (0 = never): fault drills
+    wedge_after: int  # block the event loop after this many polls (0 = never): watchdog drill
 
 
 class SimDriver(Driver):
@@ -66,6 +74,7 @@ class SimDriver(Driver):
             points=tuple(points),
             limit=s.get("limit", integer(0), 0),
             fail_after=s.get("fail_after", integer(0), 0),
+            wedge_after=s.get("wedge_after", integer(0), 0),
         )
 
     async def run(self, sink: Sink) -> None:
@@ -88,6 +97,10 @@ class SimDriver(Driver):
             if opts.fail_after and polls_this_run >= opts.fail_after:
                 raise DriverError(f"simulated failure after {polls_this_run} polls",
                                   device=self.name)
+            if opts.wedge_after and self.polls >= opts.wedge_after:
+                log.critical("device %s: wedging the event loop (wedge_after drill)", self.name)
+                while True:
+                    time.sleep(3600)  # noqa: ASYNC251 - deliberately blocking: the watchdog must notice
             now = time.time_ns()
             elapsed = loop.time() - start
             sink.submit([

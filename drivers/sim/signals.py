@@ -28,7 +28,7 @@ class SignalState:
     def __init__(self, point: SimPoint) -> None:
         self.point = point
         self.count = 0
-        self._rng = random.Random(point.seed)
+        self._rng = random.Random(point.seed)  # noqa: S311 - a simulation
         self._walk = (point.min + point.max) / 2.0
 
     def next(self, elapsed: float) -> float | int:

@@ -23,6 +23,7 @@ from gatewayd.config.units import parse_host_port
 from gatewayd.driver import DeviceConfig, driver_names, load_driver
 from gatewayd.uplink.config import UplinkConfig, parse_uplink
 
+
 def host_port(value: object) -> str:
     parse_host_port(string(value))
     return str(value)

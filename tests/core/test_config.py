@@ -94,7 +94,7 @@ def test_unknown_key_is_an_error_with_a_suggestion(tmp_path: Path) -> None:
     main = write(tmp_path, GOOD.replace('poll = "500ms"', 'pol = "500ms"'))
     assert problems(main) == [
         f"{main}: devices.demo.pol: unknown key (did you mean 'poll'?); "
-        "expected one of driver, enabled, fail_after, limit, points, poll, priority"]
+        "expected one of driver, enabled, fail_after, limit, points, poll, priority, wedge_after"]
 
 
 def test_bad_duration(tmp_path: Path) -> None:

@@ -1,0 +1,1 @@
+"""Serial driver: framed and line protocols, NMEA, polled ASCII instruments."""
