@@ -12,9 +12,10 @@ JSON has no NaN or infinity: a non-finite float is sent as the string value
 
 Times are UTC nanoseconds in a Reading and float seconds on the wire: at the
 current epoch a float64 resolves about 0.24 µs, so a decoded time is within
-1 µs of the encoded one; times relative to ``bt`` keep nanoseconds.
+1 µs of the encoded one; times relative to ``bt`` keep nanoseconds (for packs
+spanning up to a day, far more than a batch ever does).
 
-:func:`encode_pack` splits a list of readings into packs of at most
+:func:`encode_packs` splits a list of readings into packs of at most
 ``max_bytes`` each (never dropping a reading); a single record larger than
 ``max_bytes`` on its own is the only exception and goes out alone.
 """
@@ -26,6 +27,7 @@ import binascii
 import json
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Final
 
 import cbor2
@@ -156,8 +158,16 @@ def encode(readings: Sequence[Reading], *, gateway_id: str, fmt: str = "json") -
     return _dump(_records(readings, base_name(gateway_id), cbor=fmt == "cbor"), fmt)
 
 
-def encode_pack(readings: Sequence[Reading], *, gateway_id: str, fmt: str = "json",
-                max_bytes: int) -> list[bytes]:
+@dataclass(frozen=True, slots=True)
+class Pack:
+    """One encoded SenML pack and the number of readings in it."""
+
+    payload: bytes
+    count: int
+
+
+def encode_packs(readings: Sequence[Reading], *, gateway_id: str, fmt: str = "json",
+                 max_bytes: int) -> list[Pack]:
     """SenML packs of at most ``max_bytes`` each holding every reading, in order.
 
     The readings are split into consecutive runs (never reordered, never
@@ -169,17 +179,24 @@ def encode_pack(readings: Sequence[Reading], *, gateway_id: str, fmt: str = "jso
         return []
     if max_bytes < 1:
         raise ProtocolError(f"max_bytes must be positive, got {max_bytes}")
-    out: list[bytes] = []
+    out: list[Pack] = []
     _split_into(out, readings, gateway_id, fmt, max_bytes)
     return out
 
 
-def _split_into(out: list[bytes], readings: Sequence[Reading], gateway_id: str, fmt: str,
+def encode_pack(readings: Sequence[Reading], *, gateway_id: str, fmt: str = "json",
+                max_bytes: int) -> list[bytes]:
+    """The payloads of :func:`encode_packs`."""
+    return [p.payload for p in encode_packs(readings, gateway_id=gateway_id, fmt=fmt,
+                                            max_bytes=max_bytes)]
+
+
+def _split_into(out: list[Pack], readings: Sequence[Reading], gateway_id: str, fmt: str,
                 max_bytes: int) -> None:
     data = encode(readings, gateway_id=gateway_id, fmt=fmt)
     n = len(readings)
     if len(data) <= max_bytes or n == 1:
-        out.append(data)
+        out.append(Pack(data, n))
         return
     # Aim each part at 90 % of the limit from the average record size, then
     # recurse on any part that is still too large.
