@@ -140,7 +140,7 @@ class Daemon:
             return
         self.supervisor.start(UplinkRunner(up.name, MqttUplink(
             up, buffer=self.buffer, gateway_id=self.config.gateway.id,
-            identity=self.config.identity, version=__version__)))
+            identity=self.config.identity, version=__version__, boot_time=self.started)))
 
     def _start_control(self) -> None:
         self.supervisor.start(ControlServer(self.config.control.socket, self.handle_request))

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from gatewayd import __version__
+from gatewayd.cli import modbus
 from gatewayd.config import DEFAULT_PATH, load_config
 from gatewayd.control import DaemonNotRunning, request
 from gatewayd.errors import ConfigError, ControlError
@@ -173,6 +174,7 @@ def _parser() -> argparse.ArgumentParser:
     bsub = buf.add_subparsers(dest="buffer_command", required=True, metavar="COMMAND")
     bsub.add_parser("stats", parents=[common], help="buffer statistics").set_defaults(
         func=cmd_buffer_stats)
+    modbus.register(sub, common)
     return p
 
 

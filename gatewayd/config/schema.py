@@ -9,6 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+# A module import, not a name import: gatewayd.driver imports gatewayd.config.section,
+# so either module may be the first one loaded.
+import gatewayd.driver as drv
 from gatewayd.config.section import (
     Section,
     boolean,
@@ -20,7 +23,6 @@ from gatewayd.config.section import (
     string,
 )
 from gatewayd.config.units import parse_host_port
-from gatewayd.driver import DeviceConfig, driver_names, load_driver
 from gatewayd.uplink.config import UplinkConfig, parse_uplink
 
 
@@ -69,7 +71,7 @@ class Config:
     control: ControlConfig
     log_level: str
     status_interval: float
-    devices: Mapping[str, DeviceConfig] = field(default_factory=dict)
+    devices: Mapping[str, drv.DeviceConfig] = field(default_factory=dict)
     uplinks: Mapping[str, UplinkConfig] = field(default_factory=dict)
     files: tuple[str, ...] = ()
 
@@ -81,21 +83,22 @@ def _name_ok(s: Section, key: str, what: str) -> bool:
     return False
 
 
-def parse_device(name: str, s: Section) -> DeviceConfig | None:
+def parse_device(name: str, s: Section) -> drv.DeviceConfig | None:
     driver = s.get("driver", nonempty_string)
     priority = s.get("priority", integer(-100, 100), 0)
     enabled = s.get("enabled", boolean, True)
     if not driver:
         s.done()
         return None
-    cls = load_driver(driver)
+    cls = drv.load_driver(driver)
     if cls is None:
-        s.error("driver", f"unknown driver {driver!r}; expected one of {', '.join(driver_names())}")
+        known = ", ".join(drv.driver_names())
+        s.error("driver", f"unknown driver {driver!r}; expected one of {known}")
         return None
     s.mark_used("driver", "priority", "enabled")
     options = cls.parse_options(s)
     s.done()
-    return DeviceConfig(name=name, driver=driver, priority=priority, enabled=enabled,
+    return drv.DeviceConfig(name=name, driver=driver, priority=priority, enabled=enabled,
                         options=options)
 
 
@@ -142,7 +145,7 @@ def parse_config(root: Section, env: Mapping[str, str] | None = None,
     status_interval = lg.get("status_interval", duration(lo=1.0), 5.0)
     lg.done()
 
-    devices: dict[str, DeviceConfig] = {}
+    devices: dict[str, drv.DeviceConfig] = {}
     for name, ds in root.table("devices").tables():
         if _name_ok(root.table("devices"), name, "device"):
             dev = parse_device(name, ds)

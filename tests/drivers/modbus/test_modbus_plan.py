@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from gatewayd.drivers.modbus.plan import ReadRequest, build_plan, format_plan
@@ -90,3 +91,50 @@ def test_format_plan_prints_one_line_per_request() -> None:
         "3     4   read input registers    7      1      5s     pressure\n"
         "4 requests for 5 points (1 every 500ms, 3 every 5s)\n"
     )
+
+
+def _write_config(tmp_path: Any) -> Any:
+    path = tmp_path / "gatewayd.toml"
+    path.write_text(
+        '[gateway]\nid = "gw-plan"\nstate_dir = "state"\nruntime_dir = "run"\n'
+        '[devices.boiler]\ndriver = "modbus"\nurl = "tcp://127.0.0.1:1502"\nunit_id = 3\n'
+        'poll = "5s"\npoints = [\n'
+        '  { name = "flow_temp", address = "hr:100", type = "float32", order = "CDAB" },\n'
+        '  { name = "setpoint", address = "hr:104", type = "int16" },\n'
+        '  { name = "pressure", address = "ir:7", type = "uint16", scale = 0.01 },\n]\n'
+        '[devices.demo]\ndriver = "sim"\npoints = [{ name = "c", signal = "counter" }]\n')
+    return path
+
+
+def test_gatewayctl_modbus_plan_prints_the_requests(tmp_path: Any, capsys: Any) -> None:
+    from gatewayd.cli.ctl import main
+
+    config = _write_config(tmp_path)
+    assert main(["modbus", "plan", "boiler", "--config", str(config)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "tcp://127.0.0.1:1502"
+    cells = [re.split(r"\s{2,}", line) for line in out[1:4]]
+    assert cells == [
+        ["UNIT", "FC", "FUNCTION", "START", "COUNT", "EVERY", "POINTS"],
+        ["3", "3", "read holding registers", "100", "5", "5s", "flow_temp, setpoint"],
+        ["3", "4", "read input registers", "7", "1", "5s", "pressure"],
+    ]
+    assert out[4] == "2 requests for 3 points (2 every 5s)"
+
+    assert main(["modbus", "plan", "boiler", "--json", "--config", str(config)]) == 0
+    import json
+
+    doc = json.loads(capsys.readouterr().out)
+    assert [(r["space"], r["start"], r["count"]) for r in doc["requests"]] == [
+        ("hr", 100, 5), ("ir", 7, 1)]
+
+
+def test_gatewayctl_modbus_plan_names_a_wrong_device(tmp_path: Any, capsys: Any) -> None:
+    from gatewayd.cli.ctl import main
+
+    config = _write_config(tmp_path)
+    assert main(["modbus", "plan", "nope", "--config", str(config)]) == 1
+    assert "no device 'nope' in the configuration; Modbus devices: boiler" in \
+        capsys.readouterr().err
+    assert main(["modbus", "plan", "demo", "--config", str(config)]) == 1
+    assert "device 'demo' uses driver 'sim', not modbus" in capsys.readouterr().err
