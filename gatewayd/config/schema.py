@@ -118,7 +118,7 @@ def parse_config(root: Section, env: Mapping[str, str] | None = None,
     b = root.table("buffer")
     buffer = BufferConfig(
         path=Path(b.get("path", nonempty_string, str(state_dir / "buffer.sqlite"))),
-        max_size=b.get("max_size", size(lo=1024 * 1024), 256 * 1024 * 1024),
+        max_size=b.get("max_size", size(lo=512 * 1024), 256 * 1024 * 1024),
         commit_interval=b.get("commit_interval", duration(lo=0.001), 0.2),
         durability=b.get("durability", choice("batched", "every-commit"), "batched"),
         max_pending=b.get("max_pending", integer(100, 10_000_000), 100_000),

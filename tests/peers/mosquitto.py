@@ -52,13 +52,15 @@ class Mosquitto:
 
     def __init__(self, directory: Path, *, pki: Pki | None = None,
                  users: dict[str, str] | None = None, acl: str | None = None,
-                 websockets: bool = False, start_timeout: float = 10.0) -> None:
+                 websockets: bool = False, start_timeout: float = 10.0,
+                 persistence: bool = False) -> None:
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True)
         self.pki = pki
         self.users = dict(users or {})
         self.acl = acl
         self.start_timeout = start_timeout
+        self.persistence = persistence
         self.port = free_port()
         self.tls_port = free_port() if pki else 0
         self.mtls_port = free_port() if pki else 0
@@ -77,7 +79,8 @@ class Mosquitto:
     def _write_conf(self) -> None:
         lines = [
             "per_listener_settings true",
-            "persistence false",
+            *(["persistence true", f"persistence_location {self.dir}/", "autosave_interval 0"]
+              if self.persistence else ["persistence false"]),
             "log_dest stderr",
             "log_type error", "log_type warning", "log_type notice", "log_type information",
             "connection_messages true",
@@ -221,13 +224,18 @@ class Subscriber:
     topic: str
     host: str = "127.0.0.1"
     qos: int = 1
+    #: With a client id and ``clean=False`` the session (and what is queued for it while
+    #: the subscriber is away) survives reconnects and, with persistence, broker restarts.
+    client_id: str = ""
+    clean: bool = True
     messages: list[Received] = field(default_factory=list)
     subscriptions: int = 0
     _cond: threading.Condition = field(default_factory=threading.Condition)
     _waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv311)
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
+                                  clean_session=self.clean, protocol=paho.MQTTv311)
         self.client.reconnect_delay_set(min_delay=0.05, max_delay=0.2)  # type: ignore[arg-type]
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = self._on_subscribe
@@ -277,6 +285,12 @@ class Subscriber:
     def wait_messages(self, count: int, timeout: float = 10.0) -> list[Received]:
         """Block until ``count`` messages arrived (from threads or sync code)."""
         self._wait(lambda: len(self.messages) >= count, timeout, f"{count} messages")
+        return self.snapshot()
+
+    def wait_until(self, predicate: Callable[[list[Received]], bool], timeout: float,
+                   what: str = "condition") -> list[Received]:
+        """Block until ``predicate(messages)`` holds (from threads or sync code)."""
+        self._wait(lambda: predicate(self.messages), timeout, what)
         return self.snapshot()
 
     def snapshot(self) -> list[Received]:

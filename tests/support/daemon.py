@@ -118,8 +118,20 @@ class DaemonProcess:
             env=env, stdout=self._log, stderr=subprocess.STDOUT, text=True)
 
     def wait_ready(self, timeout: float = 20.0, start: int = 0) -> int:
-        index, _ = self.notify.wait_for(lambda m: m.get("READY") == "1", timeout, start)
-        return index
+        """The index of the READY=1 message; fails at once (with the log) if the daemon exits."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                index, _ = self.notify.wait_for(lambda m: m.get("READY") == "1",
+                                                min(0.5, max(0.01, deadline - time.monotonic())),
+                                                start)
+                return index
+            except AssertionError:
+                if self.proc is not None and self.proc.poll() is not None:
+                    raise AssertionError(f"gatewayd exited with {self.proc.returncode} before "
+                                         f"READY:\n{self.log_text()[-3000:]}") from None
+                if time.monotonic() >= deadline:
+                    raise
 
     def ctl(self, *args: str) -> subprocess.CompletedProcess[str]:
         return gatewayctl(*args, "--socket", str(self.socket))
