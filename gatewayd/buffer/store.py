@@ -339,13 +339,18 @@ class Buffer:
                               "oldest_age_s": None}
                        for name, up in sorted(self._cursors.uplinks.items())}
         state = self._state
+        used = state.used_pages * state.budget.page_size
+        for up in uplinks.values():
+            # Rows are not sized one by one: the backlog's share of the pages in use.
+            up["backlog_bytes"] = (round(up["backlog_rows"] * used / state.rows)
+                                   if state.rows else 0)
         return {
             "path": str(self._config.path),
             "open": db is not None,
             "rows": state.rows,
             "last_id": state.last_id,
             "pending": len(self._pending),
-            "used_bytes": state.used_pages * state.budget.page_size,
+            "used_bytes": used,
             "file_bytes": file_bytes,
             "max_size": state.budget.max_size,
             "wal_reserve_bytes": state.budget.wal_bytes,

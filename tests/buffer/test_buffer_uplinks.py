@@ -57,8 +57,10 @@ async def test_rows_go_only_when_every_selecting_uplink_acked(
         # Nothing goes yet: "all" selects every row and has acked none.
         assert stats["rows"] == 20
         assert stats["uplinks"]["boiler"] == {"cursor": 20, "backlog_rows": 0,
-                                              "oldest_age_s": None}
+                                              "backlog_bytes": 0, "oldest_age_s": None}
         assert stats["uplinks"]["all"]["backlog_rows"] == 20
+        # Every row is in "all"'s backlog: all the pages in use are its share.
+        assert stats["uplinks"]["all"]["backlog_bytes"] == stats["used_bytes"] > 0
 
         await buf.ack("all", 10)
         # Rows 1..10 are acked by both (boiler rows) or not selected by boiler (air rows).
