@@ -7,6 +7,9 @@ import pytest
 
 from tests.support.daemon import DaemonProcess
 
+# pki, broker (a TLS Mosquitto) and subscriber, for the tests that run the whole flow.
+pytest_plugins = ["tests.support.flow"]
+
 
 @pytest.fixture
 def daemon_factory(tmp_path: Path) -> Iterator[type[DaemonProcess]]:
@@ -23,3 +26,13 @@ def daemon_factory(tmp_path: Path) -> Iterator[type[DaemonProcess]]:
         d.close()
         if d.proc is not None and d.proc.returncode not in (0, -9, None):
             print(d.log_text())
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--long", action="store_true", default=False,
+                     help="run the long forms of the fault campaign (tests/faults)")
+
+
+@pytest.fixture
+def long_faults(request: pytest.FixtureRequest) -> bool:
+    return bool(request.config.getoption("--long"))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -23,7 +24,7 @@ from gatewayd.buffer.eviction import Evictor, measure
 from gatewayd.buffer.pending import AppendTicket, PendingChunk, PendingQueue
 from gatewayd.buffer.recovery import open_database
 from gatewayd.buffer.series import SeriesCatalog
-from gatewayd.buffer.sizing import size_budget
+from gatewayd.buffer.sizing import MIN_MAX_SIZE, size_budget
 from gatewayd.buffer.state import BufferState
 from gatewayd.buffer.writer import ReadingWriter
 from gatewayd.config.schema import BufferConfig
@@ -37,6 +38,24 @@ log = logging.getLogger(__name__)
 BATCHED_SYNC_INTERVAL = 1.0
 # After a failed maintenance step, wait this long before the next try.
 MAINTENANCE_RETRY = 1.0
+# The buffer never plans to use more of its file system than is free: at most once per
+# DISK_CHECK_INTERVAL (before a commit) it measures the free space and, when that is
+# less than max_size allows, works to a smaller effective size, leaving DISK_RESERVE
+# (at least 64 KiB, or 2 % of the file system) to the rest of the system.
+DISK_CHECK_INTERVAL = 1.0
+DISK_RESERVE_MIN = 64 * 1024
+DISK_RESERVE_FRACTION = 0.02
+
+
+def disk_room(directory: Path, footprint: int) -> int | None:
+    """Bytes the buffer may occupy on the file system of ``directory``: its current
+    ``footprint`` plus the free space, less the reserve; None when it cannot be told."""
+    try:
+        st = os.statvfs(directory)
+    except OSError:
+        return None
+    reserve = max(DISK_RESERVE_MIN, int(st.f_blocks * st.f_frsize * DISK_RESERVE_FRACTION))
+    return footprint + st.f_bavail * st.f_frsize - reserve
 
 
 class Buffer:
@@ -71,6 +90,7 @@ class Buffer:
         self._configure_db = False  # durability or size changed: apply to the connection
         self._unsynced_since: float | None = None  # first commit not yet synced (batched)
         self._maintain_after = 0.0  # loop time before which maintenance is not retried
+        self._disk_checked_at: float | None = None  # loop time of the last free-space check
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -84,7 +104,7 @@ class Buffer:
         db, self._recovered = await open_database(self._config.path)
         try:
             async with db.lock:
-                self._state.budget = size_budget(self._config.max_size, db.page_size)
+                self._state.budget = size_budget(self._effective_max_size(db), db.page_size)
                 await db.configure(self._state.budget, self._config.durability)
                 await self._load(db)
         except BaseException:
@@ -221,11 +241,47 @@ class Buffer:
     async def _commit_pending(self) -> None:
         db = self._require_db()
         async with db.lock:
+            if self._pending:
+                # Before taking the chunks: a cancellation here loses nothing.
+                await self._fit_to_disk(db)
             chunks = self._pending.take()
             self._first_pending_at = None
             self._urgent = False
             if chunks:
                 await self._writer.commit(db, chunks, self._requeue)
+
+    def _effective_max_size(self, db: Database) -> int:
+        """``max_size``, or less when the file system has less room than that."""
+        room = disk_room(self._config.path.parent, db.file_bytes())
+        if room is None or room >= self._config.max_size:
+            return self._config.max_size
+        return max(MIN_MAX_SIZE, room)
+
+    async def _fit_to_disk(self, db: Database) -> None:
+        """Shrink (or grow back) the working size to what the file system can hold, so the
+        buffer evicts its oldest rows instead of filling the disk (caller holds the lock)."""
+        now = asyncio.get_running_loop().time()
+        if self._disk_checked_at is not None and now < self._disk_checked_at + DISK_CHECK_INTERVAL:
+            return
+        self._disk_checked_at = now
+        current = self._state.budget.max_size
+        target = self._effective_max_size(db)  # a statvfs and three stats: microseconds
+        # Shrink at once; grow back only by a sixteenth or to max_size (no flapping).
+        if target == current or current < target < min(self._config.max_size,
+                                                       current + current // 16):
+            return
+        if target < self._config.max_size:
+            log.warning("buffer: the file system has room for %d bytes only: working to that "
+                        "instead of max_size %d", target, self._config.max_size)
+        else:
+            log.info("buffer: the file system has room again: back to max_size %d", target)
+        self._state.budget = size_budget(target, db.page_size)
+        try:
+            await db.configure(self._state.budget, self._config.durability)
+            await self._evictor.shrink(db)
+        except StorageError as err:
+            self._configure_db = True  # retried by maintenance
+            self._fault("fitting to the file system", err)
 
     def _count_overflow(self, dropped: list[Reading]) -> None:
         if dropped:
@@ -352,7 +408,8 @@ class Buffer:
             "pending": len(self._pending),
             "used_bytes": used,
             "file_bytes": file_bytes,
-            "max_size": state.budget.max_size,
+            "max_size": self._config.max_size,
+            "effective_max_size": state.budget.max_size,
             "wal_reserve_bytes": state.budget.wal_bytes,
             "committed_total": state.committed_total,
             "commits": state.commits,
@@ -375,6 +432,7 @@ class Buffer:
                                                     self._config.durability):
             self._state.budget = size_budget(config.max_size, self._state.budget.page_size)
             self._configure_db = True
+            self._disk_checked_at = None  # measure the file system again at the next commit
         self._config = config
         dropped = self._pending.set_limit(config.max_pending)
         self._count_overflow(dropped)
@@ -384,6 +442,8 @@ class Buffer:
         self._wake.set()
 
     def _fault(self, doing: str, err: StorageError) -> None:
+        if err.reason == "disk_full":
+            self._disk_checked_at = None  # measure the file system again at the next commit
         self._faults.record(err.reason, str(err))
         log.warning("buffer: %s failed (%s): %s", doing, err.reason, err)
 

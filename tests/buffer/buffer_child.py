@@ -5,10 +5,11 @@
         "committed <last id>" after each; after BLOCK_AFTER batches (0: never)
         prints "blocked" and waits to be killed.
     python buffer_child.py fill PATH MAX_SIZE BALLAST
-        writes a 512 KiB BALLAST file, commits batches until the file system
-        is full, then five more, then deletes BALLAST and commits one more
-        batch, printing the stats as JSON after each batch; then reopens the
-        buffer and prints {"reopened_rows": n}.
+        writes a 512 KiB BALLAST file, commits 30 batches (more than the file
+        system holds: phase "own"), then fills the rest of the file system
+        with BALLAST.hog and commits 6 more ("hog"), then deletes both and
+        commits 2 more ("freed"), printing the stats as JSON after each
+        batch; then reopens the buffer and prints {"reopened_rows": n}.
 """
 
 from __future__ import annotations
@@ -53,22 +54,43 @@ def _write_ballast(path: Path) -> None:
     path.write_bytes(b"\0" * 512 * 1024)
 
 
+def _hog(path: Path) -> None:
+    """Take every byte left on the file system, as another program might."""
+    with path.open("wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(b"\0" * 4096)
+        except OSError:
+            pass
+
+
 async def fill(path: str, max_size: int, ballast: str) -> None:
     await asyncio.to_thread(_write_ballast, Path(ballast))
     sent = 0
-    after_fault = 0
+    hog = Path(ballast + ".hog")
+
+    async def one(buf: Buffer, phase: str) -> None:
+        nonlocal sent
+        buf.submit(batch(sent, 500, text=":" + "x" * 200))
+        sent += 500
+        await buf.flush()
+        stats = await buf.stats()
+        stats["sent"] = sent
+        stats["phase"] = phase
+        print(json.dumps(stats), flush=True)
+
     async with Buffer(config(path, max_size=max_size), uplinks={"all": ["*"]}) as buf:
-        while after_fault < 6:
-            if after_fault == 5:
-                await asyncio.to_thread(Path(ballast).unlink)  # space comes back
-            buf.submit(batch(sent, 500, text=":" + "x" * 200))
-            sent += 500
-            await buf.flush()
-            stats = await buf.stats()
-            stats["sent"] = sent
-            print(json.dumps(stats), flush=True)
-            if stats["errors"]:
-                after_fault += 1
+        for _ in range(30):  # about 3 MiB of readings: more than the file system holds
+            await one(buf, "own")
+        await asyncio.to_thread(_hog, hog)  # another program takes the rest
+        await asyncio.sleep(1.1)  # the next free-space check is due
+        for _ in range(6):
+            await one(buf, "hog")
+        await asyncio.to_thread(hog.unlink)  # space comes back
+        await asyncio.to_thread(Path(ballast).unlink)
+        await asyncio.sleep(1.1)
+        for _ in range(2):
+            await one(buf, "freed")
     async with Buffer(config(path, max_size=max_size), uplinks={"all": ["*"]}) as buf:
         print(json.dumps({"reopened_rows": (await buf.stats())["rows"]}), flush=True)
 

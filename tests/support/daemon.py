@@ -79,7 +79,9 @@ class DaemonProcess:
     """``gatewayd run`` in a temporary directory, with its config written by the test."""
 
     def __init__(self, root: Path, config_text: str, *, watchdog_usec: int | None = None,
-                 extra_env: dict[str, str] | None = None) -> None:
+                 extra_env: dict[str, str] | None = None,
+                 wrapper: Callable[[list[str]], list[str]] | None = None) -> None:
+        """``wrapper`` turns the daemon's argv into the one to run (e.g. inside unshare)."""
         self.root = root
         self.config_path = root / "etc" / "gatewayd.toml"
         self.config_path.parent.mkdir(parents=True, exist_ok=True)
@@ -90,6 +92,7 @@ class DaemonProcess:
         self.notify = NotifyListener(self.runtime / "notify.sock")
         self.watchdog_usec = watchdog_usec
         self.extra_env = extra_env or {}
+        self.wrapper = wrapper
         self.proc: subprocess.Popen[str] | None = None
         self.log_path = root / "daemon.log"
 
@@ -112,10 +115,11 @@ class DaemonProcess:
             env["WATCHDOG_USEC"] = str(self.watchdog_usec)
         env.update(self.extra_env)
         self._log = self.log_path.open("a")
-        self.proc = subprocess.Popen(
-            [PYTHON, "-m", "gatewayd", "run", "--config", str(self.config_path),
-             "--log-level", "debug"],
-            env=env, stdout=self._log, stderr=subprocess.STDOUT, text=True)
+        argv = [PYTHON, "-m", "gatewayd", "run", "--config", str(self.config_path),
+                "--log-level", "debug"]
+        self.proc = subprocess.Popen(self.wrapper(argv) if self.wrapper else argv,
+                                     env=env, stdout=self._log, stderr=subprocess.STDOUT,
+                                     text=True)
 
     def wait_ready(self, timeout: float = 20.0, start: int = 0) -> int:
         """The index of the READY=1 message; fails at once (with the log) if the daemon exits."""

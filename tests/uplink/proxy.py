@@ -1,9 +1,11 @@
-"""A loopback TCP proxy the test controls: refuse new connections, or cut live ones
-abruptly (the broker then sees a client die without DISCONNECT)."""
+"""A loopback TCP proxy the test controls: refuse new connections, cut live ones
+abruptly (the broker then sees a client die without DISCONNECT), or stall: accept
+connections and hold every byte, like a broker that hangs."""
 
 from __future__ import annotations
 
 import asyncio
+import threading
 from types import TracebackType
 
 from tests.peers.mosquitto import free_port
@@ -18,6 +20,15 @@ class TcpProxy:
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._handlers: set[asyncio.Task[None]] = set()
+        self._flowing = asyncio.Event()
+        self._flowing.set()
+
+    def stall(self) -> None:
+        """Keep accepting connections but forward nothing, either way, until ``unstall``."""
+        self._flowing.clear()
+
+    def unstall(self) -> None:
+        self._flowing.set()
 
     async def __aenter__(self) -> TcpProxy:
         await self.resume()
@@ -70,13 +81,47 @@ class TcpProxy:
                 self._writers.discard(w)
                 w.transport.abort()
 
-    @staticmethod
-    async def _pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+    async def _pipe(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
         try:
             while data := await src.read(65536):
+                await self._flowing.wait()
                 dst.write(data)
                 await dst.drain()
         except (ConnectionError, OSError):
             pass
         finally:
             dst.transport.abort()
+
+
+class ThreadedProxy:
+    """A TcpProxy on its own event loop in a thread, for tests written as plain functions."""
+
+    def __init__(self, target_port: int) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        self.proxy = self._call(self._make(target_port))
+        self.port = self.proxy.port
+
+    @staticmethod
+    async def _make(target_port: int) -> TcpProxy:
+        return TcpProxy(target_port)
+
+    def _call(self, coro: object) -> TcpProxy:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(10)  # type: ignore[arg-type]
+
+    def __enter__(self) -> ThreadedProxy:
+        self._call(self.proxy.__aenter__())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.unstall()
+        self._call(self.proxy.__aexit__(None, None, None))
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    def stall(self) -> None:
+        self._loop.call_soon_threadsafe(self.proxy.stall)
+
+    def unstall(self) -> None:
+        self._loop.call_soon_threadsafe(self.proxy.unstall)
