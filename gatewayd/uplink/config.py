@@ -60,6 +60,7 @@ class UplinkConfig:
     backoff_max: float
     drain_rate: int  # readings per second; 0 = as fast as the broker acknowledges
     enabled: bool
+    commands: bool = False  # subscribe to {topic_prefix}/commands/+ (signed commands)
 
     @property
     def tls(self) -> bool:
@@ -143,6 +144,7 @@ def parse_uplink(name: str, s: Section, *, gateway_id: str) -> UplinkConfig:
         backoff_max=s.get("backoff_max", duration(lo=0.01), 60.0),
         drain_rate=s.get("drain_rate", integer(0), 0),
         enabled=s.get("enabled", boolean, True),
+        commands=s.get("commands", boolean, False),
     )
     s.done()
     return cfg

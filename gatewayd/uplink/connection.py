@@ -41,7 +41,7 @@ _OPENING_STEPS = 3  # name resolution, TCP + TLS, WebSocket: the bound of openin
 _TIMER_PERIOD = 1.0  # paho's keepalive bookkeeping (PINGREQ, dead-peer check) wants ~1 s
 _SSL_NOISE = re.compile(r"^\[SSL: [A-Z0-9_]+\] | \(_ssl\.c:\d+\)$")
 
-MessageHook = Callable[[str, bytes], None]
+MessageHook = Callable[[str, bytes, bool], None]  # topic, payload, retain flag
 
 
 @dataclass(frozen=True)
@@ -105,6 +105,7 @@ class MqttConnection:
         self._close_reason = ""
         self._clean_close = False
         self._pending: dict[int, asyncio.Future[None]] = {}
+        self._subscribing: dict[int, asyncio.Future[list[ReasonCode]]] = {}
         self._sock: Any = None
         self._fd = -1
         self._timer: asyncio.TimerHandle | None = None
@@ -139,6 +140,7 @@ class MqttConnection:
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
         client.on_log = self._on_log
         client.on_socket_open = self._on_socket_open
         client.on_socket_close = self._on_socket_close
@@ -230,6 +232,32 @@ class MqttConnection:
         finally:
             self._pending.pop(info.mid, None)
 
+    async def subscribe(self, topic: str) -> ReasonCode:
+        """Subscribe at QoS 1 and wait for the SUBACK (bound it with ``asyncio.timeout``).
+
+        Returns the granted QoS as the broker's reason code; raises UplinkError if
+        the connection is or gets closed, or the broker refuses the subscription
+        (``0x80`` and MQTT 5 failure codes). Messages go to the ``on_message`` hook.
+        """
+        uplink = self.params.uplink
+        if self._closed.is_set():
+            raise UplinkError(f"not connected: {self._close_reason}", uplink=uplink)
+        rc, mid = self._paho.subscribe(topic, qos=1)
+        if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or mid is None:
+            raise UplinkError(f"subscribe to {topic} failed: {paho.error_string(rc)}",
+                              uplink=uplink)
+        granted: asyncio.Future[list[ReasonCode]] = self._loop.create_future()
+        self._subscribing[mid] = granted
+        try:
+            codes = await granted
+        finally:
+            self._subscribing.pop(mid, None)
+        if not codes or codes[0].is_failure:
+            shown = codes[0] if codes else "no reason code"
+            raise UplinkError(f"broker refused the subscription to {topic}: {shown}",
+                              uplink=uplink)
+        return codes[0]
+
     async def wait_closed(self) -> None:
         """Return when the connection is closed; raises UplinkError with the reason
         unless it was closed by :meth:`disconnect`."""
@@ -264,7 +292,7 @@ class MqttConnection:
         client.on_socket_open = client.on_socket_close = None
         client.on_socket_register_write = client.on_socket_unregister_write = None
         client.on_connect = client.on_disconnect = client.on_publish = None
-        client.on_message = client.on_log = None
+        client.on_message = client.on_log = client.on_subscribe = None
 
     # ------------------------------------------------------------ paho callbacks
 
@@ -324,6 +352,9 @@ class MqttConnection:
         for fut in self._pending.values():
             if not fut.done():
                 fut.set_exception(error)
+        for sub in self._subscribing.values():
+            if not sub.done():
+                sub.set_exception(error)
 
     def _on_publish(self, _client: paho.Client, _userdata: Any, mid: int, reason: ReasonCode,
                     _props: Any) -> None:
@@ -339,10 +370,18 @@ class MqttConnection:
         else:
             fut.set_result(None)
 
+    def _on_subscribe(self, _client: paho.Client, _userdata: Any, mid: int,
+                      codes: list[ReasonCode], _props: Any) -> None:
+        self._in_loop(self._subscribed, mid, codes)
+
+    def _subscribed(self, mid: int, codes: list[ReasonCode]) -> None:
+        fut = self._subscribing.get(mid)
+        if fut is not None and not fut.done():
+            fut.set_result(list(codes))
+
     def _on_message(self, _client: paho.Client, _userdata: Any, msg: paho.MQTTMessage) -> None:
-        # Downlink (commands) plugs in here; nothing subscribes yet.
         if self._on_message_hook is not None:
-            self._on_message_hook(msg.topic, bytes(msg.payload))
+            self._in_loop(self._on_message_hook, msg.topic, bytes(msg.payload), bool(msg.retain))
 
     # ------------------------------------------------------------ socket plumbing
 

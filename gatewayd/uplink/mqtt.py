@@ -13,6 +13,9 @@ Life cycle of :meth:`MqttUplink.run` (never returns normally):
    batches are read from the acknowledged cursor on (clean session: after a
    reconnect everything not acknowledged is sent again — duplicates are
    possible, loss is not) with up to ``max_inflight`` messages awaiting PUBACK.
+   With ``commands = true`` the uplink first subscribes to
+   ``{topic_prefix}/commands/+`` and publishes command results as they come
+   (see ``docs/commands.md``).
 3. on any failure: the one-line reason goes to ``health()`` and the log (no
    traceback), then ``backoff`` for a random delay (see
    :class:`~gatewayd.uplink.pacing.Backoff`) and back to 1.
@@ -27,7 +30,8 @@ import datetime
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import Any, Final, NoReturn
 
 from gatewayd import senml
@@ -43,6 +47,11 @@ from gatewayd.uplink.pacing import Backoff, TokenBucket
 log = logging.getLogger(__name__)
 
 STATES: Final = ("connecting", "connected", "backoff", "stopped")
+COMMAND_QUEUE: Final = 32  # commands waiting for the handler; more are dropped and counted
+RESULT_QUEUE: Final = 64  # results waiting for a connection; the oldest is dropped beyond
+
+# The daemon's command handler: (topic, payload) -> the result message to publish.
+CommandHandler = Callable[[str, bytes], Awaitable[bytes]]
 _STOP_TIMEOUT = 1.5  # at most this long each for the offline status and the DISCONNECT
 
 
@@ -63,8 +72,13 @@ class MqttUplink:
 
     def __init__(self, config: UplinkConfig, *, buffer: UplinkBuffer, gateway_id: str,
                  identity: IdentityConfig, version: str,
-                 boot_time: float | None = None) -> None:
-        """``boot_time`` (Unix seconds) goes into the birth message; default: now."""
+                 boot_time: float | None = None,
+                 commands: CommandHandler | None = None) -> None:
+        """``boot_time`` (Unix seconds) goes into the birth message; default: now.
+        ``commands``: when given, the uplink subscribes to
+        ``{topic_prefix}/commands/+`` after each connect, hands every command
+        message to it (one at a time) and publishes what it returns to
+        ``{topic_prefix}/commands/{name}/result``."""
         self.config = config
         self.name = config.name
         self._buffer = buffer
@@ -97,6 +111,13 @@ class MqttUplink:
         self._cursor: UplinkCursor | None = None
         self._ack_wanted = asyncio.Event()
         self._changed = asyncio.Event()
+        self._commands = commands
+        self._commands_prefix = f"{config.topic_prefix}/commands/"
+        self._command_inbox: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue(COMMAND_QUEUE)
+        self._results: deque[tuple[str, bytes]] = deque()
+        self._results_ready = asyncio.Event()
+        self._cmd = {"subscribed": False, "received": 0, "ignored": 0, "dropped": 0,
+                     "results_published": 0, "results_dropped": 0}
 
     # ------------------------------------------------------------ status
 
@@ -124,6 +145,9 @@ class MqttUplink:
             else round(now - self._last_ack_at, 3),
             "next_retry_in_s": retry,
             "cursor": self._cursor_or_none(),
+            "commands": None if self._commands is None else {
+                **self._cmd, "queued": self._command_inbox.qsize(),
+                "results_pending": len(self._results)},
         }
 
     def _cursor_or_none(self) -> int | None:
@@ -152,8 +176,17 @@ class MqttUplink:
         """Connect, publish, reconnect with backoff — until cancelled.
 
         Raises only what is not an expected fault (a bug); expected faults
-        (network, TLS, auth, files, buffer) are retried with backoff.
+        (network, TLS, auth, files, buffer) are retried with backoff. With a
+        command handler, commands are handled by a worker that outlives each
+        connection, so that a connection lost midway does not cut a command short.
         """
+        if self._commands is None:
+            await self._sessions()
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._command_worker(self._commands))
+            await self._sessions()
+
+    async def _sessions(self) -> NoReturn:
         try:
             while True:
                 self._retry_at = None
@@ -192,13 +225,14 @@ class MqttUplink:
             tls=creds.tls, username=creds.username, password=creds.password,
             keepalive=cfg.keepalive, connect_timeout=cfg.connect_timeout,
             will_topic=self._status_topic, will_payload=will,
-            max_inflight=cfg.max_inflight + 2,  # + the status messages
+            max_inflight=cfg.max_inflight + 3,  # + the status messages and a result
         )
 
     async def _session(self) -> NoReturn:
         """One connection, from connect to loss (raises UplinkError) or cancellation."""
         self._connect_attempts += 1
-        conn = MqttConnection(await self._params())
+        conn = MqttConnection(await self._params(),
+                              on_message=None if self._commands is None else self._on_message)
         await conn.connect()
         self._connects += 1
         self._set_state("connected")
@@ -209,13 +243,15 @@ class MqttUplink:
         try:
             await self._publish_acked(conn, self._status_topic, await self._birth(),
                                       retain=True, limit=self._ack_timeout)
-            # Commands downlink: subscribe here and pass on_message to MqttConnection.
+            if self._commands is not None:
+                await self._subscribe(conn)
             await self._stream(conn)
         except asyncio.CancelledError:
             await self._stop(conn)
             raise
         finally:
             conn.abort()
+            self._cmd["subscribed"] = False
             if self._state == "connected":
                 self._disconnects += 1
                 self._set_state("backoff")
@@ -266,6 +302,8 @@ class MqttUplink:
                 tg.create_task(conn.wait_closed())
                 tg.create_task(self._pump(conn, tg))
                 tg.create_task(self._acker())
+                if self._commands is not None:
+                    tg.create_task(self._result_pump(conn))
         except BaseExceptionGroup as group:
             leaves = _leaf_errors(group)
             expected = [e for e in leaves if isinstance(e, GatewayError)]
@@ -343,3 +381,74 @@ class MqttUplink:
             await self._buffer.ack(self.name, upto)
             self._persisted = upto
             self._touch()
+
+    # ------------------------------------------------------------ commands downlink
+
+    async def _subscribe(self, conn: MqttConnection) -> None:
+        """Subscribe to the command topics. A refusal (the broker's ACL) is logged and
+        shown in health; telemetry goes on. No SUBACK in time is a session error."""
+        topic = f"{self._commands_prefix}+"
+        self._cmd["subscribed"] = False
+        try:
+            async with asyncio.timeout(self._ack_timeout):
+                await conn.subscribe(topic)
+        except TimeoutError:
+            raise UplinkError(f"no SUBACK for {topic} within {self._ack_timeout:g}s",
+                              uplink=self.name) from None
+        except UplinkError as err:
+            if conn.is_closed:
+                raise
+            log.warning("uplink %s: %s; commands are not received", self.name, err)
+            self._touch()
+            return
+        self._cmd["subscribed"] = True
+        log.info("uplink %s: subscribed to %s", self.name, topic)
+        self._touch()
+
+    def _on_message(self, topic: str, payload: bytes, retain: bool) -> None:
+        """A message on a command topic (called on the loop's thread): queued for the
+        worker. Retained messages (stale by definition) and deeper topics are ignored;
+        beyond COMMAND_QUEUE waiting commands, new ones are dropped and counted."""
+        name = topic[len(self._commands_prefix):] if topic.startswith(
+            self._commands_prefix) else ""
+        if retain or not name or "/" in name:
+            self._cmd["ignored"] += 1
+            log.warning("uplink %s: ignored %s message on %s", self.name,
+                        "a retained" if retain else "a", topic)
+            return
+        try:
+            self._command_inbox.put_nowait((topic, payload))
+        except asyncio.QueueFull:
+            self._cmd["dropped"] += 1
+            log.warning("uplink %s: command on %s dropped: %d commands already waiting",
+                        self.name, topic, COMMAND_QUEUE)
+            return
+        self._cmd["received"] += 1
+        self._touch()
+
+    async def _command_worker(self, handler: CommandHandler) -> NoReturn:
+        """Hand queued commands to the handler, one at a time; queue their results."""
+        while True:
+            topic, payload = await self._command_inbox.get()
+            result = await handler(topic, payload)
+            if len(self._results) >= RESULT_QUEUE:
+                self._results.popleft()
+                self._cmd["results_dropped"] += 1
+                log.warning("uplink %s: oldest unpublished command result dropped", self.name)
+            self._results.append((f"{topic}/result", result))
+            self._results_ready.set()
+            self._touch()
+
+    async def _result_pump(self, conn: MqttConnection) -> NoReturn:
+        """Publish queued results QoS 1, oldest first; a result leaves the queue only
+        once acknowledged, so one not acknowledged goes out again after a reconnect."""
+        while True:
+            self._results_ready.clear()
+            while self._results:
+                topic, payload = self._results[0]
+                await self._publish_acked(conn, topic, payload, limit=self._ack_timeout)
+                if self._results and self._results[0] == (topic, payload):
+                    self._results.popleft()
+                self._cmd["results_published"] += 1
+                self._touch()
+            await self._results_ready.wait()
