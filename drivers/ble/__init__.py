@@ -1,0 +1,1 @@
+"""The ble driver: BTHome, Ruuvi and pvvx advertisements, and GATT devices."""
