@@ -13,17 +13,21 @@ from gatewayd.uplink.mqtt import MqttUplink
 
 
 class CountingSink:
-    """The sink one device writes into: counts what passes, hands it to the buffer."""
+    """The sink one device writes into: counts what passes, keeps the latest reading
+    of each point (for ``read`` commands), hands it to the buffer."""
 
     def __init__(self, target: Sink) -> None:
         self.target = target
         self.readings = 0
         self.last_at: float | None = None
+        self.last: dict[str, Reading] = {}  # point -> latest reading (bounded by the points)
 
     def submit(self, readings: Sequence[Reading]) -> None:
         if readings:
             self.readings += len(readings)
             self.last_at = time.time()
+            for reading in readings:
+                self.last[reading.point] = reading
             self.target.submit(readings)
 
 

@@ -12,15 +12,20 @@ from typing import Any
 
 from gatewayd import __version__
 from gatewayd.buffer import Buffer
+from gatewayd.commands.actions import DaemonTargets
+from gatewayd.commands.service import CommandService
 from gatewayd.components import BufferRunner, DeviceRunner, UplinkRunner
 from gatewayd.config import Config, load_config
 from gatewayd.control import ControlServer
 from gatewayd.driver import DeviceConfig, load_driver
 from gatewayd.errors import ConfigError
+from gatewayd.identity import CertificateWatch
+from gatewayd.local.service import LocalService
 from gatewayd.metrics import render
 from gatewayd.metrics_http import MetricsHttpServer
 from gatewayd.notify import SystemdNotifier, watchdog_interval
 from gatewayd.supervisor import Supervisor
+from gatewayd.tunnel import control as tunnel_control
 from gatewayd.uplink.config import UplinkConfig
 from gatewayd.uplink.mqtt import MqttUplink
 
@@ -52,6 +57,13 @@ class Daemon:
         uplinks, priorities = _buffer_routes(config)
         self.buffer = Buffer(config.buffer, uplinks=uplinks, priorities=priorities)
         self.supervisor = Supervisor()
+        self.commands = CommandService(config, DaemonTargets(self))
+        self.certificate = CertificateWatch(config.identity)
+        # The remote-access tunnel (None without [tunnel]): open(ttl) / close().
+        self.tunnel = tunnel_control.make_tunnel(config.tunnel,
+                                                 runtime_dir=config.gateway.runtime_dir)
+        # Local ingress: embedded MQTT broker and CoAP server (off without [local.*]).
+        self.local = LocalService(config.local, buffer=self.buffer, gateway_id=config.gateway.id)
 
     # ---- lifecycle ---------------------------------------------------------
 
@@ -61,11 +73,15 @@ class Daemon:
         loop.add_signal_handler(signal.SIGINT, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         await self.buffer.open()
+        await self.commands.open()
         try:
             async with self.supervisor as sup, asyncio.TaskGroup() as chores:
                 sup.start(BufferRunner(self.buffer))
                 for up in self.config.uplinks.values():
                     self._start_uplink(up)
+                if self.tunnel is not None:
+                    sup.start(self.tunnel)
+                self.local.start(sup)
                 for dev in self.config.devices.values():
                     self._start_device(dev)
                 self._start_control()
@@ -133,14 +149,15 @@ class Daemon:
         if cls is None:  # validated at load; a package removed since then
             log.error("device %s: driver %r is not installed", dev.name, dev.driver)
             return
-        self.supervisor.start(DeviceRunner(cls(dev), self.buffer))
+        self.supervisor.start(DeviceRunner(cls(dev), self.local.device_sink(self.buffer)))
 
     def _start_uplink(self, up: UplinkConfig) -> None:
         if not up.enabled:
             return
         self.supervisor.start(UplinkRunner(up.name, MqttUplink(
             up, buffer=self.buffer, gateway_id=self.config.gateway.id,
-            identity=self.config.identity, version=__version__, boot_time=self.started)))
+            identity=self.config.identity, version=__version__, boot_time=self.started,
+            commands=self.commands.handler(up.name) if up.commands else None)))
 
     def _start_control(self) -> None:
         self.supervisor.start(ControlServer(self.config.control.socket, self.handle_request))
@@ -165,6 +182,8 @@ class Daemon:
             self.notifier.ready(await self.status_line())
             return
         changed = await self._apply(new)
+        await self.commands.reconfigure(new)  # and the trusted keys, read again
+        self.certificate = CertificateWatch(new.identity)
         self.reloads += 1
         self.last_reload = {"ok": True, "at": time.time(), "restarted": changed}
         log.info("reloaded configuration: %s",
@@ -201,6 +220,11 @@ class Daemon:
             if dafter is not None:
                 self._start_device(dafter)
             changed.append(f"device:{name}")
+        if old.tunnel != new.tunnel:
+            self.tunnel = await tunnel_control.replace_tunnel(
+                sup, self.tunnel, new.tunnel, runtime_dir=old.gateway.runtime_dir)
+            changed.append("tunnel")
+        changed += await self.local.reload(new.local, gateway_id=new.gateway.id, sup=sup)
         if old.control != new.control:
             await sup.stop("control")
             await sup.stop("metrics-http")
@@ -226,6 +250,8 @@ class Daemon:
             "last_reload": self.last_reload,
             "components": self.supervisor.report(),
             "buffer": await self.buffer.stats(),
+            "identity": self.certificate.status(),
+            "commands": self.commands.health(),
         }
 
     async def status_line(self) -> str:
@@ -254,4 +280,6 @@ class Daemon:
         if cmd == "reload":
             self.request_reload()
             return {"ok": True}
+        if cmd in tunnel_control.COMMANDS:
+            return await tunnel_control.handle_request(self.tunnel, request)
         raise ValueError(f"unknown command {cmd!r}")

@@ -5,6 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from gatewayd.commands.metrics import commands_metrics
+from gatewayd.local.metrics import local_metrics
+from gatewayd.tunnel.metrics import tunnel_metrics
+
 
 def _escape(value: str) -> str:
     return value.replace("\\", r"\\").replace('"', r"\"").replace("\n", r"\n")
@@ -50,6 +54,10 @@ def render(status: dict[str, Any]) -> str:
         m.add("gatewayd_component_restarts_total", "counter", "Restarts after a failure.",
               comp["restarts"], component=name)
         health = comp.get("health", {})
+        if name == "tunnel":
+            tunnel_metrics(m.add, health)
+        if name in ("local-mqtt", "local-coap"):
+            local_metrics(m.add, name, health)
         if name.startswith("device:"):
             device = name.split(":", 1)[1]
             m.add("gatewayd_device_readings_total", "counter", "Readings produced by a device.",
@@ -76,6 +84,9 @@ def render(status: dict[str, Any]) -> str:
     m.add("gatewayd_buffer_used_bytes", "gauge", "Bytes used by the buffer.",
           buf.get("used_bytes"))
     m.add("gatewayd_buffer_max_bytes", "gauge", "The buffer's size limit.", buf.get("max_size"))
+    m.add("gatewayd_buffer_effective_max_bytes", "gauge",
+          "The size limit in force: less than the configured one when the disk has less room.",
+          buf.get("effective_max_size"))
     m.add("gatewayd_buffer_committed_total", "counter", "Readings committed to disk.",
           buf.get("committed_total"))
     m.add("gatewayd_buffer_alarm", "gauge", "1 while the buffer reports a storage alarm.",
@@ -87,7 +98,11 @@ def render(status: dict[str, Any]) -> str:
     for uplink, u in (buf.get("uplinks") or {}).items():
         m.add("gatewayd_uplink_backlog_rows", "gauge", "Readings waiting for this uplink.",
               u.get("backlog_rows"), uplink=uplink)
+        m.add("gatewayd_uplink_backlog_bytes", "gauge",
+              "Estimated bytes of the readings waiting for this uplink.",
+              u.get("backlog_bytes"), uplink=uplink)
         m.add("gatewayd_uplink_backlog_oldest_age_seconds", "gauge",
               "Age of the oldest reading waiting for this uplink.", u.get("oldest_age_s"),
               uplink=uplink)
+    commands_metrics(m.add, status)
     return "\n".join(m.lines) + "\n"

@@ -14,9 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from gatewayd import __version__
+from gatewayd.cli import audit as audit_cli
+from gatewayd.cli import clients as clients_cli
+from gatewayd.cli import identity as identity_cli
 from gatewayd.cli import modbus
+from gatewayd.cli import tunnel as tunnel_cli
 from gatewayd.config import DEFAULT_PATH, load_config
 from gatewayd.control import DaemonNotRunning, request
+from gatewayd.drivers.ble import cli as ble_cli
 from gatewayd.errors import ConfigError, ControlError
 
 EXIT_OK = 0
@@ -100,14 +105,18 @@ def _format_status(st: dict[str, Any]) -> str:
                          f"last ack {_age(h.get('last_ack_age_s'))} ago"
                          + (f"  last error: {err}" if err else ""))
     if buf:
-        used, cap = buf.get("used_bytes", 0), buf.get("max_size", 1) or 1
+        used = buf.get("used_bytes", 0)
+        cap = buf.get("effective_max_size") or buf.get("max_size", 1) or 1
         lines.append(f"buffer: {buf.get('rows', 0)} rows, {used / 2**20:.1f} MiB of "
                      f"{cap / 2**20:.0f} MiB ({100 * used / cap:.0f}%), "
                      f"dropped {buf.get('drops_total', 0)}"
                      + (f", ALARM: {buf['alarm']}" if buf.get("alarm") else "")
                      + (f", recovered from a corrupt file (moved to {buf['recovered_corrupt']})"
                         if buf.get("recovered_corrupt") else ""))
-    others = [n for n in comps if not n.startswith(("device:", "uplink:"))]
+    lines += identity_cli.status_lines(st) + audit_cli.status_lines(st)
+    if "tunnel" in comps:
+        lines.append(tunnel_cli.status_line(comps["tunnel"].get("health", {})))
+    others = [n for n in comps if not n.startswith(("device:", "uplink:")) and n != "tunnel"]
     for name in others:
         c = comps[name]
         if c["state"] != "running" or c["last_error"]:
@@ -175,6 +184,11 @@ def _parser() -> argparse.ArgumentParser:
     bsub.add_parser("stats", parents=[common], help="buffer statistics").set_defaults(
         func=cmd_buffer_stats)
     modbus.register(sub, common)
+    identity_cli.register(sub, common)
+    audit_cli.register(sub, common)
+    clients_cli.register(sub, common)
+    tunnel_cli.register(sub, common, socket_path=_socket_path, print_json=_print_json)
+    ble_cli.register(sub, common)
     return p
 
 

@@ -11,7 +11,10 @@ from typing import Any
 
 # A module import, not a name import: gatewayd.driver imports gatewayd.config.section,
 # so either module may be the first one loaded.
+import gatewayd.commands.config as cmdcfg
 import gatewayd.driver as drv
+import gatewayd.local.config as localcfg
+import gatewayd.tunnel.config as tuncfg
 from gatewayd.config.section import (
     Section,
     boolean,
@@ -51,10 +54,17 @@ class BufferConfig:
     max_pending: int
 
 
+_IDENTITY_DIR = Path("/var/lib/gatewayd/identity")  # parse_config derives it from state_dir
+
+
 @dataclass(frozen=True)
 class IdentityConfig:
     key_file: Path
     cert_file: Path
+    csr_file: Path = _IDENTITY_DIR / "gateway.csr"
+    ssh_key_file: Path = _IDENTITY_DIR / "ssh_ed25519"  # the OpenSSH public key: + ".pub"
+    ca_file: Path | None = None  # install-cert checks the chain against it when set
+    expiry_warning_days: int = 30
 
 
 @dataclass(frozen=True)
@@ -71,9 +81,12 @@ class Config:
     control: ControlConfig
     log_level: str
     status_interval: float
+    commands: cmdcfg.CommandsConfig
     devices: Mapping[str, drv.DeviceConfig] = field(default_factory=dict)
     uplinks: Mapping[str, UplinkConfig] = field(default_factory=dict)
     files: tuple[str, ...] = ()
+    tunnel: tuncfg.TunnelConfig | None = None  # None: no [tunnel] table
+    local: localcfg.LocalConfig | None = None  # local ingress (MQTT broker, CoAP server)
 
 
 def _name_ok(s: Section, key: str, what: str) -> bool:
@@ -130,8 +143,14 @@ def parse_config(root: Section, env: Mapping[str, str] | None = None,
     identity = IdentityConfig(
         key_file=Path(i.get("key_file", nonempty_string, str(ident_dir / "gateway.key"))),
         cert_file=Path(i.get("cert_file", nonempty_string, str(ident_dir / "gateway.crt"))),
+        csr_file=Path(i.get("csr_file", nonempty_string, str(ident_dir / "gateway.csr"))),
+        ssh_key_file=Path(i.get("ssh_key_file", nonempty_string,
+                                str(ident_dir / "ssh_ed25519"))),
+        ca_file=Path(ca) if (ca := i.get("ca_file", nonempty_string, None)) else None,
+        expiry_warning_days=i.get("expiry_warning_days", integer(0, 3650), 30),
     )
     i.done()
+    commands = cmdcfg.parse_commands(root.table("commands"), state_dir=state_dir)
 
     c = root.table("control")
     control = ControlConfig(
@@ -156,6 +175,9 @@ def parse_config(root: Section, env: Mapping[str, str] | None = None,
     for name, us in root.table("uplinks").tables():
         if _name_ok(root.table("uplinks"), name, "uplink"):
             uplinks[name] = parse_uplink(name, us, gateway_id=gw_id or "gateway")
+    tunnel = tuncfg.parse_tunnel(root, default_key_file=identity.ssh_key_file)
+    local = localcfg.parse_local(root.table("local"), config_dir=Path(
+        files[0]).parent if files else Path("/etc/gatewayd"))
     root.done()
 
     return Config(
@@ -165,9 +187,12 @@ def parse_config(root: Section, env: Mapping[str, str] | None = None,
         control=control,
         log_level=log_level,
         status_interval=status_interval,
+        commands=commands,
         devices=devices,
         uplinks=uplinks,
         files=files,
+        tunnel=tunnel,
+        local=local,
     )
 
 
