@@ -72,6 +72,9 @@ def render(status: dict[str, Any]) -> str:
             m.add("gatewayd_uplink_acked_readings_total", "counter",
                   "Readings acknowledged by the broker.", health.get("acked_readings"),
                   uplink=uplink)
+            m.add("gatewayd_uplink_acked_readings_per_second", "gauge",
+                  "Readings acknowledged per second over the last 10 s.",
+                  health.get("acked_per_s"), uplink=uplink)
             m.add("gatewayd_uplink_published_batches_total", "counter",
                   "Batches published.", health.get("published_batches"), uplink=uplink)
             m.add("gatewayd_uplink_connects_total", "counter", "Successful connections.",

@@ -102,6 +102,7 @@ def _format_status(st: dict[str, Any]) -> str:
             err = h.get("last_error") or c["last_error"]
             lines.append(f"  {name[7:]:<20} {h.get('state', c['state']):<10} "
                          f"backlog {b.get('backlog_rows', '-')}  "
+                         f"acked {h.get('acked_per_s', 0)}/s  "
                          f"last ack {_age(h.get('last_ack_age_s'))} ago"
                          + (f"  last error: {err}" if err else ""))
     if buf:

@@ -42,7 +42,7 @@ from gatewayd.uplink.config import UplinkConfig
 from gatewayd.uplink.connection import ConnectionParams, MqttConnection
 from gatewayd.uplink.credentials import credentials
 from gatewayd.uplink.cursor import UplinkCursor
-from gatewayd.uplink.pacing import Backoff, TokenBucket
+from gatewayd.uplink.pacing import Backoff, RateMeter, TokenBucket
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +104,7 @@ class MqttUplink:
         self._published_batches = 0
         self._published_readings = 0
         self._acked_readings = 0
+        self._acked_rate = RateMeter(10)  # readings acknowledged per second, last 10 s
         self._inflight = 0
         self._last_ack_at: float | None = None
         self._retry_at: float | None = None
@@ -140,6 +141,7 @@ class MqttUplink:
             "published_batches": self._published_batches,
             "published_readings": self._published_readings,
             "acked_readings": self._acked_readings,
+            "acked_per_s": round(self._acked_rate.rate(now), 1),
             "inflight": self._inflight,
             "last_ack_age_s": None if self._last_ack_at is None
             else round(now - self._last_ack_at, 3),
@@ -353,6 +355,7 @@ class MqttUplink:
             slots.release()
         self._acked_readings += pack.count
         self._last_ack_at = time.monotonic()
+        self._acked_rate.add(pack.count, self._last_ack_at)
         self._touch()
         assert self._cursor is not None
         if self._cursor.ack(token):

@@ -69,3 +69,39 @@ class TokenBucket:
         self._stamp = now
         self._tokens = min(self.burst, self._tokens + elapsed * self.rate) - count
         return 0.0 if self._tokens >= 0 else -self._tokens / self.rate
+
+
+class RateMeter:
+    """Events per second over the last ``window`` seconds, in one-second buckets.
+
+    ``add(n, now)`` counts ``n`` events at ``now`` (seconds, monotonic); ``rate(now)``
+    is the sum of the buckets within the window divided by the window. Memory is
+    ``window`` integers, whatever the rate.
+    """
+
+    def __init__(self, window: int = 10) -> None:
+        if window < 1:
+            raise ValueError("the window must be at least one second")
+        self.window = window
+        self._buckets = [0] * window
+        self._second: int | None = None  # the second of the newest bucket
+
+    def _advance(self, now: float) -> None:
+        second = int(now)
+        if self._second is None:
+            self._second = second
+            return
+        gap = second - self._second
+        if gap <= 0:
+            return
+        for k in range(1, min(gap, self.window) + 1):
+            self._buckets[(self._second + k) % self.window] = 0
+        self._second = second
+
+    def add(self, n: int, now: float) -> None:
+        self._advance(now)
+        self._buckets[int(now) % self.window] += n
+
+    def rate(self, now: float) -> float:
+        self._advance(now)
+        return sum(self._buckets) / self.window

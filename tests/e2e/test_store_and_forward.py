@@ -54,6 +54,7 @@ def test_steady_flow_every_reading_arrives_exact_and_in_order(
     assert st["buffer"]["drops_total"] == 0
     assert st["buffer"]["uplinks"]["cloud"]["backlog_rows"] == 0
     assert health(st, "uplink:cloud")["connected"] is True
+    assert health(st, "uplink:cloud")["acked_per_s"] > 0
 
 
 def test_broker_outage_everything_produced_meanwhile_arrives(

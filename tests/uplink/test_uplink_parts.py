@@ -269,3 +269,17 @@ def test_connect_failures_read_as_one_line() -> None:
     err.verify_message = "self-signed certificate"
     assert connect_failure(err, "h", 1, 5) == \
         "TLS: certificate verify failed: self-signed certificate"
+
+
+def test_rate_meter_counts_the_last_window_only() -> None:
+    from gatewayd.uplink.pacing import RateMeter
+
+    meter = RateMeter(10)
+    assert meter.rate(100.0) == 0.0
+    for second in range(100, 110):
+        meter.add(50, second + 0.5)
+    assert meter.rate(109.9) == 50.0
+    assert meter.rate(114.0) == 25.0  # 105..109 are still in the window
+    meter.add(10, 114.2)
+    assert meter.rate(114.9) == 26.0
+    assert meter.rate(200.0) == 0.0  # a long silence clears every bucket
