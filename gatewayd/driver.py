@@ -9,12 +9,13 @@ subclass there. A driver is built from its validated, frozen options; its
 from __future__ import annotations
 
 import abc
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any, ClassVar, Protocol
 
-from gatewayd.config.section import Section
+from gatewayd.config.section import Section, number
 from gatewayd.errors import WriteRefused
 from gatewayd.reading import Reading, Value
 
@@ -38,6 +39,45 @@ class DeviceConfig:
     priority: int
     enabled: bool
     options: Any  # the driver's frozen options dataclass
+
+
+@dataclass(frozen=True)
+class Writable:
+    """The values a command may write to a point, in engineering units. ``min`` and
+    ``max`` bound a numeric point; a bool or string point has neither (any value)."""
+
+    min: float | None = None
+    max: float | None = None
+
+
+def parse_writable(s: Section, raw: object, *, numeric: bool) -> Writable | None:
+    """A point's ``writable`` key: absent or false, not writable (None); ``true``, any
+    value of a bool or string point; ``{ min = ..., max = ... }``, the range of a
+    numeric point (both required, finite, min <= max). Problems are recorded on ``s``
+    under ``writable`` and give None."""
+    if raw is None or raw is False:
+        return None
+    if raw is True:
+        if numeric:
+            s.error("writable", "expected a table { min = ..., max = ... } for a numeric point")
+            return None
+        return Writable()
+    if not isinstance(raw, dict):
+        s.error("writable", "expected true or a table { min = ..., max = ... }")
+        return None
+    ws = Section(raw, s.key_path("writable"), s.problems)
+    if not numeric:
+        ws.done()  # any key is unknown: bool and string points take no range
+        return Writable()
+    lo = ws.get("min", number)
+    hi = ws.get("max", number)
+    ws.done()
+    if lo is None or hi is None:
+        return None
+    if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi:
+        ws.error(None, f"expected finite min <= max, got min = {lo:g}, max = {hi:g}")
+        return None
+    return Writable(min=lo, max=hi)
 
 
 class Driver(abc.ABC):

@@ -20,6 +20,7 @@ from gatewayd.config.section import (
     number,
     string,
 )
+from gatewayd.driver import Writable, parse_writable
 
 from .gatt import TEXT_LAYOUTS, Layout, check_layout
 from .packet import format_mac, parse_mac
@@ -42,14 +43,6 @@ _ADAPTER = re.compile(r"hci[0-9]{1,3}")
 _POINT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 BASE_UUID = "-0000-1000-8000-00805f9b34fb"
-
-
-@dataclass(frozen=True)
-class Writable:
-    """The range a command may write (engineering units; None: any value)."""
-
-    min: float | None = None
-    max: float | None = None
 
 
 @dataclass(frozen=True)
@@ -237,21 +230,4 @@ def _parse_writable(cs: Section, raw: object, layout: Layout) -> Writable | None
         cs.error("writable", f"layout {layout.text!r} skips bytes: a write would overwrite "
                  "them; declare the whole value")
         return None
-    if raw is True:
-        if layout.is_numeric:
-            cs.error("writable", "expected a table { min = ..., max = ... } for a numeric value")
-            return None
-        return Writable()
-    if not isinstance(raw, dict):
-        cs.error("writable", "expected true or a table { min = ..., max = ... }")
-        return None
-    ws = Section(raw, cs.key_path("writable"), cs.problems)
-    if not layout.is_numeric:
-        ws.done()
-        return Writable()
-    lo = ws.get("min", number)
-    hi = ws.get("max", number)
-    ws.done()
-    if lo is not None and hi is not None and lo > hi:
-        ws.error("max", f"expected at least min ({lo:g}), got {hi:g}")
-    return Writable(min=lo, max=hi)
+    return parse_writable(cs, raw, numeric=layout.is_numeric)

@@ -6,7 +6,6 @@ recording every problem on the Section (it never raises). Defaults live here.
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, replace
 from typing import Any
@@ -22,6 +21,7 @@ from gatewayd.config.section import (
     number,
     string,
 )
+from gatewayd.driver import Writable, parse_writable
 
 from .codec import ORDERS, TYPE_NAMES, ValueType, parse_type
 
@@ -152,14 +152,6 @@ def _int_param(params: dict[str, str], key: str, default: int,
 
 
 # ---- points ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Writable:
-    """The range a command may write, in engineering units (None: any value)."""
-
-    min: float | None = None
-    max: float | None = None
 
 
 @dataclass(frozen=True)
@@ -373,25 +365,4 @@ def _parse_writable(ps: Section, raw: Any, point: ModbusPoint) -> Writable | Non
         ps.error("writable", "a bit of a register cannot be written "
                  "(a read-modify-write would race the device); map a coil instead")
         return None
-    numeric = point.type.is_numeric
-    if raw is True:
-        if numeric:
-            ps.error("writable", "expected a table { min = ..., max = ... } for a numeric point")
-            return None
-        return Writable()
-    if not isinstance(raw, dict):
-        ps.error("writable", "expected true or a table { min = ..., max = ... }")
-        return None
-    ws = Section(raw, ps.key_path("writable"), ps.problems)
-    if not numeric:
-        ws.done()  # any key is unknown: bool and string points take no range
-        return Writable()
-    lo = ws.get("min", number)
-    hi = ws.get("max", number)
-    ws.done()
-    if lo is None or hi is None:
-        return None
-    if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi:
-        ws.error(None, f"expected finite min <= max, got min = {lo:g}, max = {hi:g}")
-        return None
-    return Writable(min=lo, max=hi)
+    return parse_writable(ps, raw, numeric=point.type.is_numeric)

@@ -45,7 +45,7 @@ def test_gatt_characteristic_problems() -> None:
         P + "characteristics[2].writable: layout '<2xB' skips bytes: a write would overwrite "
             "them; declare the whole value",
         P + "characteristics[3].writable: expected a table { min = ..., max = ... } for a "
-            "numeric value",
+            "numeric point",
     ]
 
 
