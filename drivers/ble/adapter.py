@@ -42,6 +42,8 @@ from dbus_fast import BusType, Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
 from dbus_fast.errors import DBusError
 
+from gatewayd.changes import Changes
+
 from .errors import BleUnavailable
 
 log = logging.getLogger(__name__)
@@ -96,7 +98,7 @@ class AdapterWatch:
         self.bluez_running = False
         self.bluez_restarts = 0  # times org.bluez got a new owner since we watch
         self._bus: MessageBus | None = None
-        self._changed = asyncio.Event()
+        self._changes = Changes()
         self._refresh: asyncio.Task[None] | None = None
 
     @property
@@ -146,15 +148,14 @@ class AdapterWatch:
 
     async def wait_change(self) -> None:
         """Return at the next change of state."""
-        await self._changed.wait()
+        await self._changes.wait()
 
     def poke(self) -> None:
         """Wake every waiter as if the state had changed."""
         self._notify()
 
     def _notify(self) -> None:
-        self._changed.set()
-        self._changed = asyncio.Event()
+        self._changes.notify()
 
     @staticmethod
     async def _call(bus: MessageBus, destination: str, path: str, interface: str, member: str,

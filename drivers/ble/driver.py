@@ -30,6 +30,7 @@ from typing import Any
 from bleak import BleakClient
 from bleak.backends.characteristic import BleakGATTCharacteristic
 
+from gatewayd.changes import Changes
 from gatewayd.config.section import Section
 from gatewayd.driver import DeviceConfig, Driver, Sink
 from gatewayd.errors import DriverError, WriteRefused
@@ -115,7 +116,7 @@ class BleDriver(Driver):
         self._client: BleakClient | None = None
         self._bindkey: bytes | None = None
         self._logged: set[str] = set()
-        self._changed = asyncio.Event()
+        self._changes = Changes()
 
     @classmethod
     def parse_options(cls, section: Section) -> BleOptions:
@@ -163,12 +164,10 @@ class BleDriver(Driver):
     async def wait_until(self, predicate: Callable[[BleDriver], bool]) -> None:
         """Return once ``predicate(self)`` holds; checked after every change (bound the
         wait with a timeout)."""
-        while not predicate(self):
-            await self._changed.wait()
+        await self._changes.until(lambda: self, predicate)
 
     def _notify(self) -> None:
-        self._changed.set()
-        self._changed = asyncio.Event()
+        self._changes.notify()
 
     def _set_state(self, state: str) -> None:
         if state != self.state:

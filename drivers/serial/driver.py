@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from gatewayd.changes import Changes
 from gatewayd.config.section import Section
 from gatewayd.driver import DeviceConfig, Driver, Sink
 from gatewayd.reading import Reading, now_ns
@@ -53,7 +54,7 @@ class SerialDriver(Driver):
         self.last_error_at: float | None = None
         self._records = 0  # records decoded since start: what a poll waits for
         self._record_arrived = asyncio.Event()
-        self._changed = asyncio.Event()  # set and replaced on every status change
+        self._changes = Changes()  # notified on every status change
         self._errors_logged = False  # one protocol error is logged per connection
         self._timeouts_in_row = 0
 
@@ -87,16 +88,14 @@ class SerialDriver(Driver):
     async def wait_until(self, predicate: Callable[[SerialDriver], bool]) -> None:
         """Return once ``predicate(self)`` holds; it is checked after every change of
         state, failed open and finished poll (bound the wait with a timeout)."""
-        while not predicate(self):
-            await self._changed.wait()
+        await self._changes.until(lambda: self, predicate)
 
     async def wait_state(self, state: str) -> None:
         """Return once the driver is in ``state`` (``connected`` or ``disconnected``)."""
         await self.wait_until(lambda d: d.state == state)
 
     def _notify(self) -> None:
-        self._changed.set()
-        self._changed = asyncio.Event()
+        self._changes.notify()
 
     def _set_state(self, state: str) -> None:
         if state != self.state:

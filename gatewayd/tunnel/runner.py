@@ -33,6 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final, NoReturn
 
+from gatewayd.changes import Changes
 from gatewayd.config.units import format_duration
 from gatewayd.tunnel import errors as reasons
 from gatewayd.tunnel.command import known_hosts_text, ssh_argv, ssh_environment
@@ -111,7 +112,7 @@ class ReverseTunnel:
         self._open_until: float | None = None  # monotonic
         self._open_until_wall: float | None = None
         self._window = asyncio.Event()  # set when open()/close() change the window
-        self._changed = asyncio.Event()
+        self._changes = Changes()
 
     # ------------------------------------------------------------ requests
 
@@ -202,15 +203,10 @@ class ReverseTunnel:
     async def watch(self, predicate: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
         """Wait until ``health()`` satisfies ``predicate`` and return it (bound the
         wait with ``asyncio.timeout``); re-checked at every change."""
-        while True:
-            health = self.health()
-            if predicate(health):
-                return health
-            await self._changed.wait()
+        return await self._changes.until(self.health, predicate)
 
     def _touch(self) -> None:
-        self._changed.set()
-        self._changed = asyncio.Event()
+        self._changes.notify()
 
     def _set_state(self, state: str) -> None:
         if state != self._state:

@@ -35,6 +35,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Final, NoReturn
 
 from gatewayd import senml
+from gatewayd.changes import Changes
 from gatewayd.config.schema import IdentityConfig
 from gatewayd.errors import GatewayError, UplinkError
 from gatewayd.uplink.batching import UplinkBuffer, next_batch
@@ -111,7 +112,7 @@ class MqttUplink:
         self._persisted = 0
         self._cursor: UplinkCursor | None = None
         self._ack_wanted = asyncio.Event()
-        self._changed = asyncio.Event()
+        self._changes = Changes()
         self._commands = commands
         self._commands_prefix = f"{config.topic_prefix}/commands/"
         self._command_inbox: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue(COMMAND_QUEUE)
@@ -162,15 +163,10 @@ class MqttUplink:
         """Wait until ``health()`` satisfies ``predicate`` and return it (bound the
         wait with ``asyncio.timeout``). Health is re-checked on every state
         change, error, publish and acknowledgement."""
-        while True:
-            health = self.health()
-            if predicate(health):
-                return health
-            await self._changed.wait()
+        return await self._changes.until(self.health, predicate)
 
     def _touch(self) -> None:
-        self._changed.set()
-        self._changed = asyncio.Event()
+        self._changes.notify()
 
     # ------------------------------------------------------------ run
 
