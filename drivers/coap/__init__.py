@@ -1,0 +1,1 @@
+"""The coap driver: polls or observes resources on CoAP devices (RFC 7252, RFC 7641)."""
