@@ -24,15 +24,16 @@ import datetime
 import hashlib
 import logging
 import os
+import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519
-from cryptography.x509 import verification
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.x509.oid import NameOID
 
 from gatewayd.config.schema import IdentityConfig
@@ -156,11 +157,32 @@ def load_private_key(path: Path) -> ec.EllipticCurvePrivateKey:
 def load_certificates(path: Path, what: str = "certificate") -> list[x509.Certificate]:
     """Every certificate of a PEM file, leaf first; raises IdentityError."""
     data = _read(path, what)
+    # One PEM block at a time: x509.load_pem_x509_certificates needs cryptography 39,
+    # and Debian bookworm has 38.
+    blocks = re.findall(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", data,
+                        re.DOTALL)
     try:
-        certs = x509.load_pem_x509_certificates(data)
+        certs = [x509.load_pem_x509_certificate(block) for block in blocks]
     except ValueError as err:
-        raise IdentityError(f"{what} {path} holds no PEM certificate", path=path) from err
+        raise IdentityError(f"{what} {path} holds a malformed PEM certificate",
+                            path=path) from err
+    if not certs:
+        raise IdentityError(f"{what} {path} holds no PEM certificate", path=path)
     return certs
+
+
+def not_after(cert: x509.Certificate) -> datetime.datetime:
+    """The end of validity, timezone-aware (``not_valid_after_utc`` needs cryptography
+    42; bookworm's 38 has only the naive UTC ``not_valid_after``)."""
+    if hasattr(cert, "not_valid_after_utc"):
+        return cert.not_valid_after_utc
+    return cert.not_valid_after.replace(tzinfo=datetime.UTC)
+
+
+def not_before(cert: x509.Certificate) -> datetime.datetime:
+    if hasattr(cert, "not_valid_before_utc"):
+        return cert.not_valid_before_utc
+    return cert.not_valid_before.replace(tzinfo=datetime.UTC)
 
 
 def _same_key(a: ec.EllipticCurvePublicKey, b: Any) -> bool:
@@ -304,6 +326,11 @@ def init_identity(identity: IdentityConfig, gateway_id: str) -> InitReport:
 
 def _verify_chain(certs: list[x509.Certificate], ca_file: Path, now: datetime.datetime) -> None:
     roots = load_certificates(ca_file, "CA file")
+    try:
+        from cryptography.x509 import verification
+    except ImportError:  # cryptography < 45 (Debian bookworm): the same checks, by hand
+        _verify_chain_by_hand(certs, roots, ca_file, now)
+        return
     # A client certificate: webpki rules, except that the subject alternative name
     # may be absent (many private CAs issue client certificates with a CN only).
     ee_policy = verification.ExtensionPolicy.webpki_defaults_ee().may_be_present(
@@ -319,8 +346,60 @@ def _verify_chain(certs: list[x509.Certificate], ca_file: Path, now: datetime.da
                             path=ca_file) from None
 
 
+def _signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    key = issuer.public_key()
+    algorithm = cert.signature_hash_algorithm
+    try:
+        if isinstance(key, ec.EllipticCurvePublicKey) and algorithm is not None:
+            key.verify(cert.signature, cert.tbs_certificate_bytes, ec.ECDSA(algorithm))
+        elif isinstance(key, rsa.RSAPublicKey) and algorithm is not None:
+            key.verify(cert.signature, cert.tbs_certificate_bytes, padding.PKCS1v15(),
+                       algorithm)
+        elif isinstance(key, ed25519.Ed25519PublicKey):
+            key.verify(cert.signature, cert.tbs_certificate_bytes)
+        else:
+            return False
+    except InvalidSignature:
+        return False
+    return True
+
+
+def _is_ca(cert: x509.Certificate) -> bool:
+    try:
+        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except x509.ExtensionNotFound:
+        return False
+
+
+def _verify_chain_by_hand(certs: list[x509.Certificate], roots: list[x509.Certificate],
+                          ca_file: Path, now: datetime.datetime) -> None:
+    """Leaf to a root of ``ca_file`` through the given intermediates: each link signed by
+    the next, every certificate within its dates, every issuer a CA."""
+    def refuse(why: str) -> IdentityError:
+        return IdentityError(f"certificate does not chain to the CA in {ca_file}: {why}",
+                             path=ca_file)
+
+    cert, intermediates = certs[0], certs[1:]
+    for _ in range(len(certs) + 1):
+        if not not_before(cert) <= now < not_after(cert):
+            raise refuse(f"{cert.subject.rfc4514_string()} is outside its validity period")
+        for root in roots:
+            if root.subject == cert.issuer and _is_ca(root) and _signed_by(cert, root):
+                if not not_before(root) <= now < not_after(root):
+                    raise refuse(f"the CA {root.subject.rfc4514_string()} is outside its "
+                                 "validity period")
+                return
+        issuer = next((c for c in intermediates if c.subject == cert.issuer and _is_ca(c)
+                       and _signed_by(cert, c)), None)
+        if issuer is None:
+            raise refuse(f"no issuer found for {cert.subject.rfc4514_string()}")
+        intermediates = [c for c in intermediates if c is not issuer]
+        cert = issuer
+    raise refuse("the chain is too long")
+
+
 def certificate_info(cert: x509.Certificate, now: datetime.datetime) -> dict[str, Any]:
-    not_after = cert.not_valid_after_utc
+    end = not_after(cert)
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         names = [str(v) for v in san.get_values_for_type(x509.UniformResourceIdentifier)]
@@ -332,9 +411,9 @@ def certificate_info(cert: x509.Certificate, now: datetime.datetime) -> dict[str
         "issuer": cert.issuer.rfc4514_string(),
         "serial": f"{cert.serial_number:X}",
         "san": names,
-        "not_before": cert.not_valid_before_utc.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "not_after": not_after.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "days_left": round((not_after - now).total_seconds() / 86400, 2),
+        "not_before": not_before(cert).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "not_after": end.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "days_left": round((end - now).total_seconds() / 86400, 2),
         "sha256": certificate_fingerprint(cert),
     }
 
@@ -359,12 +438,12 @@ def install_certificate(identity: IdentityConfig, source: Path, *,
             f"certificate {source} does not match the gateway key {identity.key_file} "
             f"(certificate key {shown}, gateway key "
             f"{public_key_fingerprint(key.public_key())})", path=source)
-    if leaf.not_valid_after_utc <= now:
+    if not_after(leaf) <= now:
         raise IdentityError(f"certificate {source} expired on "
-                            f"{leaf.not_valid_after_utc:%Y-%m-%d %H:%M:%S} UTC", path=source)
-    if leaf.not_valid_before_utc > now:
+                            f"{not_after(leaf):%Y-%m-%d %H:%M:%S} UTC", path=source)
+    if not_before(leaf) > now:
         raise IdentityError(f"certificate {source} is not valid before "
-                            f"{leaf.not_valid_before_utc:%Y-%m-%d %H:%M:%S} UTC", path=source)
+                            f"{not_before(leaf):%Y-%m-%d %H:%M:%S} UTC", path=source)
     if identity.ca_file is not None:
         _verify_chain(certs, identity.ca_file, now)
     data = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
@@ -482,7 +561,7 @@ class CertificateWatch:
         except IdentityError as err:
             self._cert, self._error = None, str(err)
             return
-        days = (self._cert.not_valid_after_utc - datetime.datetime.now(datetime.UTC)
+        days = (not_after(self._cert) - datetime.datetime.now(datetime.UTC)
                 ).total_seconds() / 86400
         if days <= self.identity.expiry_warning_days:
             log.warning("identity: certificate %s expires in %.1f days", path, days)
@@ -493,9 +572,9 @@ class CertificateWatch:
         out: dict[str, Any] = {"cert_file": str(self.identity.cert_file),
                                "present": self._cert is not None, "error": self._error}
         if self._cert is not None:
-            days = (self._cert.not_valid_after_utc - now).total_seconds() / 86400
+            days = (not_after(self._cert) - now).total_seconds() / 86400
             out.update(subject=self._cert.subject.rfc4514_string(),
-                       not_after=self._cert.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                       not_after=not_after(self._cert).strftime("%Y-%m-%dT%H:%M:%SZ"),
                        days_left=round(days, 2),
                        warning_days=self.identity.expiry_warning_days,
                        expiry_warning=days <= self.identity.expiry_warning_days)
