@@ -7,7 +7,8 @@
    backlogged rows, and the time for one reader to drain that backlog with
    read()/ack() batches of 500.
 
-Usage: .venv/bin/python bench/buffer_append.py [--readings N] [--backlog N]
+Usage: .venv/bin/python bench/buffer_append.py [--quick] [--json PATH] [--readings N]
+       [--backlog N] [--rounds N]
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -132,21 +135,33 @@ async def fill(path: Path, n: int) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--readings", type=int, default=500_000)
-    ap.add_argument("--backlog", type=int, default=1_000_000)
+    ap.add_argument("--quick", action="store_true", help="100,000 readings, one round")
+    ap.add_argument("--json", type=Path, help="also write the figures to this file")
+    ap.add_argument("--readings", type=int)
+    ap.add_argument("--backlog", type=int)
+    ap.add_argument("--rounds", type=int, help="rounds of the append rates (median shown)")
     ap.add_argument("--child")
     ap.add_argument("--drain", action="store_true")
     args = ap.parse_args()
     if args.child:
         print(json.dumps(asyncio.run(hold(Path(args.child), args.drain))))
         return
+    n_readings = args.readings or (100_000 if args.quick else 500_000)
+    n_backlog = args.backlog or (100_000 if args.quick else 1_000_000)
+    rounds = args.rounds or (1 if args.quick else 3)
 
     with tempfile.TemporaryDirectory() as tmp:
-        readings = make_readings(args.readings)
-        print(f"append: {args.readings:,} readings, {DEVICES * POINTS} series, chunks of {CHUNK}")
-        ours = asyncio.run(buffer_rate(Path(tmp, "buffer.sqlite"), readings, "batched"))
-        full = asyncio.run(buffer_rate(Path(tmp, "full.sqlite"), readings, "every-commit"))
-        raw = raw_rate(Path(tmp, "raw.sqlite"), readings)
+        readings = make_readings(n_readings)
+        print(f"append: {n_readings:,} readings, {DEVICES * POINTS} series, chunks of {CHUNK}, "
+              f"median of {rounds} round(s)")
+        rates: dict[str, list[float]] = {"batched": [], "every-commit": [], "raw": []}
+        for r in range(rounds):  # interleaved, so that a noisy spell hits all three
+            for kind in ("batched", "every-commit"):
+                rates[kind].append(asyncio.run(
+                    buffer_rate(Path(tmp, f"{kind}{r}.sqlite"), readings, kind)))
+            rates["raw"].append(raw_rate(Path(tmp, f"raw{r}.sqlite"), readings))
+        ours, full, raw = (statistics.median(rates[k]) for k in ("batched", "every-commit",
+                                                                 "raw"))
         print(f"  Buffer, durability batched:      {ours:12,.0f} readings/s committed")
         print(f"  Buffer, durability every-commit: {full:12,.0f} readings/s committed")
         print(f"  raw sqlite3 executemany:         {raw:12,.0f} rows/s")
@@ -155,7 +170,7 @@ def main() -> None:
         empty = Path(tmp, "empty.sqlite")
         asyncio.run(fill(empty, 1_000))
         backlog = Path(tmp, "backlog.sqlite")
-        asyncio.run(fill(backlog, args.backlog))
+        asyncio.run(fill(backlog, n_backlog))
         small = run_child(empty, drain=False)
         big = run_child(backlog, drain=True)
         print("memory (fresh process, buffer open, one read+ack):")
@@ -165,6 +180,16 @@ def main() -> None:
         print(f"drain: {big['drained']:,.0f} readings read+acked in {big['drain_s']:.1f} s "
               f"({big['drained'] / big['drain_s']:,.0f}/s, batches of 500); "
               f"RSS after: {big['rss_after_drain_kib'] / 1024:.1f} MiB")
+    if args.json:
+        args.json.write_text(json.dumps({
+            "bench": "buffer_append", "quick": args.quick, "readings": n_readings,
+            "rounds": rounds, "load": os.getloadavg(),
+            "buffer_per_s": ours, "every_commit_per_s": full, "raw_per_s": raw,
+            "ratio": ours / raw, "runs": rates,
+            "rss_empty_mib": small["rss_kib"] / 1024, "rss_backlog_mib": big["rss_kib"] / 1024,
+            "backlog": big["rows"], "drain_s": big["drain_s"],
+            "drain_per_s": big["drained"] / big["drain_s"],
+            "rss_after_drain_mib": big["rss_after_drain_kib"] / 1024}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,8 @@ connection to it. Prints, without asserting:
   1 s wall-clock grid the cycles are aligned to, and the spread of the
   intervals between a device's cycles.
 
-    .venv/bin/python bench/modbus_poll.py [--cycles 20] [--units 10] [--poll 1s]
+    .venv/bin/python bench/modbus_poll.py [--quick] [--json PATH] [--cycles 20] [--units 10]
+        [--poll 1s]
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
+import json
 import multiprocessing
 import multiprocessing.connection
+import os
 import statistics
 import sys
 import time
@@ -110,10 +113,13 @@ async def poll(port: int, units: int, cycles: int, poll_text: str) -> tuple[
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cycles", type=int, default=20)
+    parser.add_argument("--quick", action="store_true", help="5 measured cycles")
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    parser.add_argument("--cycles", type=int)
     parser.add_argument("--units", type=int, default=10)
     parser.add_argument("--poll", default="1s")
     args = parser.parse_args()
+    args.cycles = args.cycles or (5 if args.quick else 20)
     period = parse_duration(args.poll)
 
     ctx = multiprocessing.get_context("spawn")
@@ -152,6 +158,19 @@ def main() -> None:
     print(f"interval between a device's cycles: mean {statistics.fmean(intervals):.1f} ms, "
           f"stdev {statistics.pstdev(intervals):.2f} ms, "
           f"min {min(intervals):.1f} ms, max {max(intervals):.1f} ms")
+    if args.json:
+        args.json.write_text(json.dumps({
+            "bench": "modbus_poll", "quick": args.quick, "units": args.units,
+            "points": points, "poll": args.poll, "cycles": args.cycles,
+            "load": os.getloadavg(), "requests_planned": planned,
+            "requests_per_cycle": served / max(cycles / args.units, 1),
+            "requests_one_per_point": points, "late_cycles": late,
+            "cpu_pct": 100 * cpu / wall,
+            "arrival_p50_ms": lateness[len(lateness) // 2],
+            "arrival_p99_ms": lateness[int(len(lateness) * 0.99)],
+            "arrival_max_ms": lateness[-1],
+            "interval_mean_ms": statistics.fmean(intervals),
+            "interval_stdev_ms": statistics.pstdev(intervals)}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

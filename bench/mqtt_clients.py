@@ -6,14 +6,17 @@ number of QoS-1 messages with many in flight through
 on paho-mqtt (gatewayd.uplink.connection), each publish awaiting its PUBACK,
 and prints messages/s for each and the ratios.
 
-    .venv/bin/python bench/mqtt_clients.py [--messages 20000] [--inflight 64] [--size 200]
+    .venv/bin/python bench/mqtt_clients.py [--quick] [--json PATH] [--messages 20000]
+        [--inflight 64] [--size 200] [--rounds 3]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
+import os
 import statistics
 import sys
 import tempfile
@@ -96,11 +99,15 @@ CLIENTS = {
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--messages", type=int, default=20_000)
+    parser.add_argument("--quick", action="store_true", help="5,000 messages, one round")
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    parser.add_argument("--messages", type=int)
     parser.add_argument("--inflight", type=int, default=64)
     parser.add_argument("--size", type=int, default=200, help="payload bytes")
-    parser.add_argument("--rounds", type=int, default=3, help="runs per client (median shown)")
+    parser.add_argument("--rounds", type=int, help="runs per client (median shown)")
     args = parser.parse_args()
+    args.messages = args.messages or (5_000 if args.quick else 20_000)
+    args.rounds = args.rounds or (1 if args.quick else 3)
     logging.basicConfig(level=logging.ERROR)
     for name in ("amqtt", "transitions"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
@@ -122,6 +129,11 @@ async def main() -> None:
     amqtt = medians["amqtt 0.12.1 client"]
     for name in ("aiomqtt 2.5.1 (paho-mqtt 2.2.0)", "gatewayd adapter (paho-mqtt 2.2.0)"):
         print(f"  ratio {name} / amqtt: {medians[name] / amqtt:.2f}")
+    if args.json:
+        args.json.write_text(json.dumps({
+            "bench": "mqtt_clients", "quick": args.quick, "messages": args.messages,
+            "inflight": args.inflight, "size": args.size, "rounds": args.rounds,
+            "load": os.getloadavg(), "msg_per_s": medians, "runs": results}, indent=1) + "\n")
 
 
 if __name__ == "__main__":
