@@ -53,8 +53,10 @@ async def wait_for_rows(buffer: UplinkBuffer, after: int) -> None:
 
 
 async def next_batch(buffer: UplinkBuffer, uplink: str, *, after: int, max_records: int,
-                     max_delay: float) -> Batch:
-    """The next batch after position ``after``: at most ``max_records`` readings.
+                     max_delay: float, read_ahead: int = 0) -> Batch:
+    """The next batch after position ``after``: at most ``max_records`` readings, or up
+    to ``read_ahead`` (when larger) if that many are already there: one read then
+    serves several batches of ``max_records`` (the caller splits them).
 
     Waits for at least one reading. When fewer than ``max_records`` are there and
     the oldest is younger than ``max_delay`` (by its own timestamp), waits for
@@ -62,12 +64,13 @@ async def next_batch(buffer: UplinkBuffer, uplink: str, *, after: int, max_recor
     comes first. Rows the buffer skips for this uplink still advance ``upto``:
     a batch may be empty only when ``upto`` moved (the caller acks it as is).
     """
-    read = await buffer.read(uplink, after, max_records)
+    limit = max(max_records, read_ahead)
+    read = await buffer.read(uplink, after, limit)
     while not read.records:
         if read.upto > after:
             return Batch([], read.upto)
         await wait_for_rows(buffer, after)
-        read = await buffer.read(uplink, after, max_records)
+        read = await buffer.read(uplink, after, limit)
     batch = Batch([r for _, r in read.records], read.upto)
     if len(batch.readings) >= max_records:
         return batch

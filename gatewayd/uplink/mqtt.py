@@ -45,6 +45,11 @@ from gatewayd.uplink.credentials import credentials
 from gatewayd.uplink.cursor import UplinkCursor
 from gatewayd.uplink.pacing import Backoff, RateMeter, TokenBucket
 
+# A backlog is read from the buffer this many rows at a time, whatever max_records is:
+# one round trip to the database thread then serves many packs (with max_records = 1,
+# a read per reading capped the uplink at a few hundred readings per second).
+READ_AHEAD = 2000
+
 log = logging.getLogger(__name__)
 
 STATES: Final = ("connecting", "connected", "backoff", "stopped")
@@ -321,11 +326,17 @@ class MqttUplink:
         bucket = TokenBucket(cfg.drain_rate, max(cfg.max_records, cfg.drain_rate),
                              now=loop.time())
         position = cursor.acked
+        # A whole number of batches per read, so that only the last pack of a backlog
+        # may be short.
+        read_ahead = cfg.max_records * max(1, READ_AHEAD // cfg.max_records)
         while True:
             batch = await next_batch(self._buffer, self.name, after=position,
-                                     max_records=cfg.max_records, max_delay=cfg.max_delay)
-            packs = senml.encode_packs(batch.readings, gateway_id=self._gateway_id,
-                                       fmt=cfg.format, max_bytes=cfg.max_bytes)
+                                     max_records=cfg.max_records, max_delay=cfg.max_delay,
+                                     read_ahead=read_ahead)
+            packs = [pack for start in range(0, len(batch.readings), cfg.max_records)
+                     for pack in senml.encode_packs(
+                         batch.readings[start:start + cfg.max_records],
+                         gateway_id=self._gateway_id, fmt=cfg.format, max_bytes=cfg.max_bytes)]
             token = cursor.add(batch.upto, len(packs))
             if not packs:
                 self._ack_wanted.set()

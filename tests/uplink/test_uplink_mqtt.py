@@ -156,6 +156,22 @@ async def test_batches_wait_up_to_max_delay_to_fill(broker: Mosquitto, identity:
     assert [len(senml.decode(m.payload)) for m in msgs] == [100, 50]
 
 
+async def test_a_backlog_is_read_ahead_but_packed_max_records_at_a_time(
+        broker: Mosquitto, identity: IdentityConfig, make_store: Callable[..., Any]) -> None:
+    cfg = uplink_config(f"mqtt://127.0.0.1:{broker.port}", max_records=3, max_inflight=64)
+    store = await make_store(("cloud",))
+    expected = make_readings(3000)
+    await store.add(expected)  # a backlog before the uplink starts: read 2000 rows at a time
+    uplink = make_uplink(cfg, store, identity)
+    with Subscriber(broker.port, TELEMETRY) as sub:
+        async with running(uplink):
+            msgs = await arrived(sub, has_readings(len(expected)))
+            health = await watch(uplink, lambda h: h["cursor"] == store.last_id())
+    assert [len(senml.decode(m.payload)) for m in msgs] == [3] * 1000
+    assert per_point(received_readings(msgs)) == per_point(expected)
+    assert health["published_batches"] == 1000
+
+
 # ------------------------------------------------------------------ outages
 
 
