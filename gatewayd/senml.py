@@ -224,12 +224,13 @@ def decode(data: bytes, *, fmt: str = "json", now_ns: int = 0) -> list[Reading]:
     if fmt == "json":
         try:
             pack = json.loads(data)
-        except (ValueError, UnicodeDecodeError) as err:
+        except (ValueError, UnicodeDecodeError, RecursionError) as err:  # Recursion: [[[[...
             raise ProtocolError(f"SenML JSON: not valid JSON: {err}") from err
     elif fmt == "cbor":
         try:
             raw = cbor2.loads(data)
-        except (cbor2.CBORDecodeError, ValueError, TypeError, EOFError) as err:
+        except (cbor2.CBORDecodeError, ValueError, TypeError, EOFError, RecursionError,
+                MemoryError) as err:  # deep nesting: RecursionError, or MemoryError (cbor2 5)
             raise ProtocolError(f"SenML CBOR: not valid CBOR: {err}") from err
         pack = _cbor_to_labels(raw)
     else:
@@ -271,9 +272,10 @@ def _text(rec: dict[str, Any], key: str, i: int) -> str:
 def _seconds_to_ns(seconds: float) -> int:
     if isinstance(seconds, int):
         return seconds * _NS
-    if not math.isfinite(seconds):
+    ns = seconds * _NS
+    if not math.isfinite(ns):  # NaN, infinity, or a finite time beyond 1e299 s
         raise ValueError("non-finite time")
-    return round(seconds * _NS)
+    return round(ns)
 
 
 def _resolve(pack: object, *, cbor: bool, now_ns: int) -> list[Reading]:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed25519, rsa
 
 PublicKey = ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
 MAX_KEY_FILE = 16 * 1024
@@ -71,7 +71,13 @@ def parse_public_key(data: bytes) -> tuple[str, PublicKey]:
         return "ES256", key
     if isinstance(key, ed25519.Ed25519PublicKey):
         return "EdDSA", key
-    raise ValueError(f"is a {type(key).__name__}; expected EC P-256 or Ed25519")
+    if isinstance(key, rsa.RSAPublicKey):
+        kind = "an RSA key"
+    elif isinstance(key, dsa.DSAPublicKey):
+        kind = "a DSA key"
+    else:  # X25519, Ed448, ...: name it without the library's class names
+        kind = "a key of another type"
+    raise ValueError(f"is {kind}; expected EC P-256 or Ed25519")
 
 
 def _others_may_write(st: os.stat_result) -> bool:

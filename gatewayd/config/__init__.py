@@ -73,6 +73,10 @@ def load_config(main: Path = DEFAULT_PATH, env: Mapping[str, str] | None = None)
         except tomllib.TOMLDecodeError as err:
             problems.append(ConfigProblem(str(f), "", f"invalid TOML: {err}"))
             continue
+        except UnicodeDecodeError as err:
+            problems.append(ConfigProblem(str(f), "", f"invalid TOML: not UTF-8 text "
+                                          f"(byte {err.start}: {err.reason})"))
+            continue
         _merge(merged, data, "", str(f), origins)
     if problems:
         raise ConfigError(problems)

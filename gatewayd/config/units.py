@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -39,6 +40,8 @@ def parse_duration(text: str) -> float:
             f"invalid duration {text!r}; expected a number with a unit "
             "(ms, s, m, h, d), such as '500ms', '5s' or '1m30s'"
         )
+    if not math.isfinite(total):
+        raise ValueError(f"invalid duration {text[:40]!r}...: too large")
     return total
 
 
@@ -55,7 +58,10 @@ def parse_size(text: str) -> int:
             f"invalid size {text!r}; expected a number with a unit "
             "(B, KB, MB, GB, KiB, MiB, GiB), such as '256MiB'"
         )
-    return int(float(m.group(1)) * _SIZE_UNITS[m.group(2)])
+    n = float(m.group(1)) * _SIZE_UNITS[m.group(2)]
+    if not math.isfinite(n):
+        raise ValueError(f"invalid size {text[:40]!r}...: too large")
+    return int(n)
 
 
 def format_duration(seconds: float) -> str:

@@ -65,6 +65,8 @@ def _refuse(client: str, text: str) -> MessageRefused:
 
 
 def _scalar(value: object) -> float | int | bool | str | None:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # 1e999, NaN, Infinity: refused here as in SenML records
     if isinstance(value, (bool, int, float, str)):
         return value
     return None
@@ -83,7 +85,7 @@ def decode(data: bytes, *, client: str, point: str | None, fmt: str, now_ns: int
         return _senml(raw, client, cbor=True, now_ns=now_ns, max_records=max_records)
     try:
         doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as err:
+    except (ValueError, UnicodeDecodeError, RecursionError) as err:  # Recursion: [[[[...
         raise _refuse(client, f"not valid JSON: {err}") from None
     if point is None:
         if isinstance(doc, list):
@@ -95,8 +97,8 @@ def decode(data: bytes, *, client: str, point: str | None, fmt: str, now_ns: int
         return _record(doc, client, point, now_ns)
     value = _scalar(doc)
     if value is None:
-        raise _refuse(client, f"point {point}: expected a number, true/false, a string or "
-                              "a SenML record")
+        raise _refuse(client, f"point {point}: expected a finite number, true/false, a string "
+                              "or a SenML record")
     return [Reading(client, point, value, None, now_ns)]
 
 
@@ -112,7 +114,8 @@ def _flat(doc: dict[str, Any], client: str, now_ns: int, max_records: int) -> li
             raise _refuse(client, f"invalid point name {name!r}")
         value = _scalar(raw)
         if value is None:
-            raise _refuse(client, f"point {name}: expected a number, true/false or a string")
+            raise _refuse(client, f"point {name}: expected a finite number, true/false or a "
+                                  "string")
         out.append(Reading(client, name, value, None, now_ns))
     return out
 

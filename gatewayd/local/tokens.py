@@ -20,6 +20,7 @@ never include the token or the key.
 
 from __future__ import annotations
 
+import math
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -52,10 +53,12 @@ def mint_token(client: str, key: bytes, *, ttl: float, now: float | None = None,
 
 
 def _number(claims: dict[str, Any], name: str) -> float | None:
+    """The claim as seconds; None unless a finite number (JSON may carry NaN, Infinity)."""
     value = claims.get(name)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    return float(value)
+    seconds = float(value)
+    return seconds if math.isfinite(seconds) else None
 
 
 def verify_token(token: str, *, client: str, key: bytes, policy: TokenPolicy,

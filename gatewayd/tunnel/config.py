@@ -205,7 +205,11 @@ def _parse_url(s: Section) -> tuple[str | None, str | None]:
     if url is None:
         s.error("url", "missing required key (transport = \"websocket\" needs a wss:// URL)")
         return None, None
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as err:  # e.g. a bracketed host that is not an IP address
+        s.error("url", f"invalid URL {url!r}: {err}")
+        return None, None
     if parts.scheme not in WS_SCHEMES:
         s.error("url", f"unknown scheme {parts.scheme!r} in {url!r}; expected wss:// or ws://")
         return None, None

@@ -70,8 +70,13 @@ class UplinkConfig:
 def parse_uplink(name: str, s: Section, *, gateway_id: str) -> UplinkConfig:
     url = s.get("url", nonempty_string)
     scheme, host, port, ws_path = "mqtts", "", 0, "/mqtt"
+    parts = None
     if url:
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+        except ValueError as err:  # e.g. a bracketed host that is not an IP address
+            s.error("url", f"invalid URL {url!r}: {err}")
+    if parts is not None:
         if parts.scheme not in SCHEMES:
             s.error("url", f"unknown scheme {parts.scheme!r} in {url!r}; "
                     f"expected one of {', '.join(SCHEMES)}")
@@ -95,7 +100,8 @@ def parse_uplink(name: str, s: Section, *, gateway_id: str) -> UplinkConfig:
     username = a.get("username", string, None) if auth_type in ("password", "jwt") else None
     password_file = None
     if auth_type == "password":
-        password_file = Path(a.get("password_file", nonempty_string))
+        password = a.get("password_file", nonempty_string)  # None (a problem) when missing
+        password_file = Path(password) if password else None
         if username is None:
             a.error("username", "missing required key (password auth needs a username)")
     cert_file = key_file = None

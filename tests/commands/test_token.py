@@ -158,7 +158,8 @@ def test_trusted_keys_skip_what_is_not_a_usable_public_key(tmp_path: Path,
     problems = "\n".join(keys.problems)
     assert len(keys.problems) == 5
     for text in ("private.pem: holds a private key", "p384.pem: is an EC key on secp384r1",
-                 "rsa.pem: is a RSAPublicKey", "junk.pem: is not a PEM public key",
+                 "rsa.pem: is an RSA key; expected EC P-256 or Ed25519",
+                 "junk.pem: is not a PEM public key",
                  "writable.pem: group or others may write it"):
         assert text in problems
     d.chmod(0o777)
