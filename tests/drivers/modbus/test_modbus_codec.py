@@ -158,6 +158,7 @@ def int_values(draw: st.DrawFn) -> tuple[ValueType, int]:
     return vtype, draw(st.integers(lo, hi))
 
 
+@pytest.mark.property
 @given(int_values(), orders)
 def test_integers_round_trip(case: tuple[ValueType, int], order: str) -> None:
     vtype, value = case
@@ -167,6 +168,7 @@ def test_integers_round_trip(case: tuple[ValueType, int], order: str) -> None:
     assert codec.decode(registers, vtype, order) == value
 
 
+@pytest.mark.property
 @given(st.sampled_from(INT_TYPES), orders, st.data())
 def test_every_register_pattern_is_one_integer(type_name: str, order: str,
                                                data: st.DataObject) -> None:
@@ -177,18 +179,21 @@ def test_every_register_pattern_is_one_integer(type_name: str, order: str,
     assert codec.encode(value, vtype, order) == registers
 
 
+@pytest.mark.property
 @given(st.floats(width=32, allow_nan=False), orders)
 def test_float32_round_trips(value: float, order: str) -> None:
     vtype = ValueType("float32")
     assert codec.decode(codec.encode(value, vtype, order), vtype, order) == value
 
 
+@pytest.mark.property
 @given(st.floats(allow_nan=False), orders)
 def test_float64_round_trips(value: float, order: str) -> None:
     vtype = ValueType("float64")
     assert codec.decode(codec.encode(value, vtype, order), vtype, order) == value
 
 
+@pytest.mark.property
 @given(st.integers(1, 40), orders, st.data())
 def test_strings_round_trip(length: int, order: str, data: st.DataObject) -> None:
     text = data.draw(st.text(st.characters(exclude_characters="\x00",
@@ -198,6 +203,7 @@ def test_strings_round_trip(length: int, order: str, data: st.DataObject) -> Non
     assert codec.decode(codec.encode(text, vtype, order), vtype, order) == text
 
 
+@pytest.mark.property
 @given(st.integers(-32768, 32767), st.sampled_from([0.1, 0.01, 0.5, 10.0]),
        st.sampled_from([0.0, -40.0, 273.15]))
 def test_scaled_integers_round_trip(raw: int, scale: float, offset: float) -> None:

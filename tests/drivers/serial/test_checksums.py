@@ -53,12 +53,14 @@ def test_empty_input() -> None:
         == (0xFFFF, 0, 0, 0, 0, 0)
 
 
+@pytest.mark.property
 @given(st.binary(max_size=300))
 def test_appending_the_crc16_gives_a_zero_residue(data: bytes) -> None:
     framed = data + crc16_modbus(data).to_bytes(2, "little")
     assert crc16_modbus(framed) == 0
 
 
+@pytest.mark.property
 @given(st.binary(max_size=300))
 def test_appending_the_crc8_gives_zero(data: bytes) -> None:
     assert crc8(data + bytes([crc8(data)])) == 0
@@ -66,6 +68,7 @@ def test_appending_the_crc8_gives_zero(data: bytes) -> None:
     assert xor8(data + bytes([xor8(data)])) == 0
 
 
+@pytest.mark.property
 @given(st.binary(max_size=300), st.integers(0, 299), st.integers(1, 255))
 def test_a_single_byte_error_is_always_caught_by_the_crcs(data: bytes, at: int, flip: int) -> None:
     if not data:
@@ -78,6 +81,7 @@ def test_a_single_byte_error_is_always_caught_by_the_crcs(data: bytes, at: int, 
     assert crc8_maxim(bytes(bad)) != crc8_maxim(data)
 
 
+@pytest.mark.property
 @given(st.binary(max_size=300))
 def test_every_kind_fits_its_width(data: bytes) -> None:
     for kind in KINDS.values():

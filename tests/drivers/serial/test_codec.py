@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from gatewayd.drivers.serial.checksums import crc16_modbus
 from gatewayd.drivers.serial.codec import build_codec
 from gatewayd.drivers.serial.nmea import KNOT, format_sentence
 from gatewayd.drivers.serial.parsers import Point
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from tests.support.properties import examples
 
 from .support import CAPTURES, options
 
@@ -98,7 +101,8 @@ CONFIGS: list[dict[str, Any]] = [
 ]
 
 
-@settings(max_examples=300, deadline=None)
+@pytest.mark.property
+@settings(max_examples=examples(300), deadline=None)
 @given(st.sampled_from(range(len(CONFIGS))),
        st.lists(st.one_of(st.binary(max_size=64),
                           st.sampled_from([b"\r\n", b"\n", b"$GPGGA,", b"\xaa\x55\x06", b"=1,",

@@ -14,6 +14,8 @@ from gatewayd.drivers.serial.framing import (
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.support.properties import examples
+
 # ---- lines ------------------------------------------------------------------
 
 
@@ -99,7 +101,8 @@ def _split(data: bytes, sizes: list[int]) -> list[bytes]:
     return out
 
 
-@settings(max_examples=300, deadline=None)
+@pytest.mark.property
+@settings(max_examples=examples(300), deadline=None)
 @given(st.binary(max_size=400), chunkings,
        st.sampled_from([b"\n", b"\r\n", b"\x03", b"END"]), st.integers(1, 40))
 def test_lines_do_not_depend_on_how_bytes_arrive(data: bytes, sizes: list[int], term: bytes,
@@ -116,7 +119,8 @@ def test_lines_do_not_depend_on_how_bytes_arrive(data: bytes, sizes: list[int], 
     assert many.pending <= max_line + len(term) + 1
 
 
-@settings(max_examples=200, deadline=None)
+@pytest.mark.property
+@settings(max_examples=examples(200), deadline=None)
 @given(st.lists(st.binary(min_size=1, max_size=30).filter(lambda b: b"\n" not in b
                                                            and not b.endswith(b"\r")),
                 max_size=20), chunkings)
@@ -251,7 +255,8 @@ SPECS = [
 ]
 
 
-@settings(max_examples=400, deadline=None)
+@pytest.mark.property
+@settings(max_examples=examples(400), deadline=None)
 @given(st.sampled_from(SPECS), st.binary(max_size=500), chunkings)
 def test_arbitrary_bytes_never_raise_and_are_all_accounted_for(
         spec: FrameSpec, data: bytes, sizes: list[int]) -> None:
@@ -267,7 +272,8 @@ def test_arbitrary_bytes_never_raise_and_are_all_accounted_for(
         assert len(frame) <= spec.max_frame
 
 
-@settings(max_examples=200, deadline=None)
+@pytest.mark.property
+@settings(max_examples=examples(200), deadline=None)
 @given(st.lists(st.binary(max_size=20), max_size=10),
        st.lists(st.binary(max_size=6).filter(lambda b: b"\xaa" not in b), max_size=10),
        chunkings)

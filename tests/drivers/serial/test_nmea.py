@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gatewayd.errors import ProtocolError
+from tests.support.properties import examples
 
 from .support import CAPTURES, ublox_epoch
 
@@ -232,7 +233,8 @@ def test_decoder_reset_starts_a_new_epoch() -> None:
 # ---- fuzzing -----------------------------------------------------------------------
 
 
-@settings(max_examples=500, deadline=None)
+@pytest.mark.property
+@settings(max_examples=examples(500), deadline=None)
 @given(st.binary(max_size=200))
 def test_arbitrary_bytes_only_ever_raise_protocol_error(data: bytes) -> None:
     d = NmeaDecoder()
@@ -245,7 +247,8 @@ def test_arbitrary_bytes_only_ever_raise_protocol_error(data: bytes) -> None:
 field_text = st.text(alphabet="0123456789.,-+NSEWAVMTKnx", max_size=80)
 
 
-@settings(max_examples=800, deadline=None)
+@pytest.mark.property
+@settings(max_examples=examples(800), deadline=None)
 @given(st.sampled_from(["GPGGA", "GNRMC", "GLVTG", "GAGSA", "BDGLL", "GPGSV"]), field_text)
 def test_fields_behind_a_valid_checksum_never_crash_and_stay_in_range(
         address: str, fields: str) -> None:
@@ -265,7 +268,8 @@ def test_fields_behind_a_valid_checksum_never_crash_and_stay_in_range(
             assert -180 <= value <= 180
 
 
-@settings(max_examples=300, deadline=None)
+@pytest.mark.property
+@settings(max_examples=examples(300), deadline=None)
 @given(st.integers(0, 82), st.integers(0, 255))
 def test_a_corrupted_byte_is_caught_or_harmless(at: int, byte: int) -> None:
     line = bytearray(GGA)

@@ -19,6 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gatewayd.errors import ProtocolError
+from tests.support.properties import examples
 
 # ---- json ---------------------------------------------------------------------------
 
@@ -211,7 +212,8 @@ PARSERS = [
 ]
 
 
-@settings(max_examples=600, deadline=None)
+@pytest.mark.property
+@settings(max_examples=examples(600), deadline=None)
 @given(st.sampled_from(PARSERS),
        st.one_of(st.binary(max_size=120),
                  st.text(alphabet='{}[]":,=;. -+0123456789aebtruefalsxyn\\', max_size=120)
