@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import NameOID
 
+from gatewayd.identity import not_after
 from tests.identity.identity_support import cn, sign_csr
 from tests.peers.pki import Pki, make_pki
 from tests.support.daemon import gatewayctl
@@ -165,7 +166,7 @@ def test_install_cert_checks_key_chain_and_dates_then_show_prints_it(tmp_path: P
     cert = x509.load_pem_x509_certificate(good.read_bytes())
     for text in (f"subject    CN={GATEWAY}", f"issuer     CN={cn(cert.issuer)}",
                  f"sha256     {fingerprint}", f"san        urn:dev:gw:{GATEWAY}",
-                 f"to {cert.not_valid_after_utc:%Y-%m-%dT%H:%M:%SZ} (30.0 days left)",
+                 f"to {not_after(cert):%Y-%m-%dT%H:%M:%SZ} (30.0 days left)",
                  "matches the key: yes", f"ed25519  {ssh_fp}", "SHA256:"):
         assert text in show.stdout, text
     info = json.loads(ctl(config, "show", "--json").stdout)
