@@ -8,18 +8,17 @@ import os
 import signal
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gatewayd import __version__
 from gatewayd.buffer import Buffer
+from gatewayd.certwatch import CertificateWatch
 from gatewayd.commands.actions import DaemonTargets
-from gatewayd.commands.service import CommandService
 from gatewayd.components import BufferRunner, DeviceRunner, UplinkRunner
 from gatewayd.config import Config, load_config
 from gatewayd.control import ControlServer
 from gatewayd.driver import DeviceConfig, load_driver
 from gatewayd.errors import ConfigError
-from gatewayd.identity import CertificateWatch
 from gatewayd.local.service import LocalService
 from gatewayd.metrics import render
 from gatewayd.metrics_http import MetricsHttpServer
@@ -29,9 +28,24 @@ from gatewayd.tunnel import control as tunnel_control
 from gatewayd.uplink.config import UplinkConfig
 from gatewayd.uplink.mqtt import MqttUplink
 
+if TYPE_CHECKING:
+    from gatewayd.commands.service import CommandService
+
 log = logging.getLogger(__name__)
 
 STOP_TIMEOUT = 4.0  # systemd is told we stop; we finish well inside 5 s
+
+
+def _commands_wanted(config: Config) -> bool:
+    return any(u.enabled and u.commands for u in config.uplinks.values())
+
+
+def _command_service(config: Config, targets: DaemonTargets) -> CommandService:
+    # Imported only when an uplink carries commands: token checking loads pyjwt and
+    # cryptography, about 8 MiB that a telemetry-only gateway does not need.
+    from gatewayd.commands.service import CommandService
+
+    return CommandService(config, targets)
 
 
 def _buffer_routes(config: Config) -> tuple[dict[str, tuple[str, ...]], dict[str, int]]:
@@ -57,7 +71,10 @@ class Daemon:
         uplinks, priorities = _buffer_routes(config)
         self.buffer = Buffer(config.buffer, uplinks=uplinks, priorities=priorities)
         self.supervisor = Supervisor()
-        self.commands = CommandService(config, DaemonTargets(self))
+        self._targets = DaemonTargets(self)
+        # Signed commands: only when an uplink is configured to carry them.
+        self.commands = (_command_service(config, self._targets)
+                         if _commands_wanted(config) else None)
         self.certificate = CertificateWatch(config.identity)
         # The remote-access tunnel (None without [tunnel]): open(ttl) / close().
         self.tunnel = tunnel_control.make_tunnel(config.tunnel,
@@ -73,7 +90,8 @@ class Daemon:
         loop.add_signal_handler(signal.SIGINT, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         await self.buffer.open()
-        await self.commands.open()
+        if self.commands is not None:
+            await self.commands.open()
         try:
             async with self.supervisor as sup, asyncio.TaskGroup() as chores:
                 sup.start(BufferRunner(self.buffer))
@@ -157,7 +175,8 @@ class Daemon:
         self.supervisor.start(UplinkRunner(up.name, MqttUplink(
             up, buffer=self.buffer, gateway_id=self.config.gateway.id,
             identity=self.config.identity, version=__version__, boot_time=self.started,
-            commands=self.commands.handler(up.name) if up.commands else None)))
+            commands=(self.commands.handler(up.name)
+                      if up.commands and self.commands is not None else None))))
 
     def _start_control(self) -> None:
         self.supervisor.start(ControlServer(self.config.control.socket, self.handle_request))
@@ -181,8 +200,13 @@ class Daemon:
                                 "problems": [str(p) for p in err.problems]}
             self.notifier.ready(await self.status_line())
             return
+        if self.commands is None and _commands_wanted(new):
+            commands = _command_service(new, self._targets)
+            await commands.open()
+            self.commands = commands
         changed = await self._apply(new)
-        await self.commands.reconfigure(new)  # and the trusted keys, read again
+        if self.commands is not None:
+            await self.commands.reconfigure(new)  # and the trusted keys, read again
         self.certificate = CertificateWatch(new.identity)
         self.reloads += 1
         self.last_reload = {"ok": True, "at": time.time(), "restarted": changed}
@@ -251,7 +275,7 @@ class Daemon:
             "components": self.supervisor.report(),
             "buffer": await self.buffer.stats(),
             "identity": self.certificate.status(),
-            "commands": self.commands.health(),
+            "commands": self.commands.health() if self.commands is not None else None,
         }
 
     async def status_line(self) -> str:

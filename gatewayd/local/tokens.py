@@ -26,8 +26,6 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-import jwt
-
 from gatewayd.local.errors import AuthRefused, MessageRefused
 
 ALGORITHM = "HS256"
@@ -45,6 +43,8 @@ class TokenPolicy:
 def mint_token(client: str, key: bytes, *, ttl: float, now: float | None = None,
                audience: str | None = None) -> str:
     """A password token for ``client`` valid ``ttl`` seconds from ``now``."""
+    import jwt  # pyjwt loads cryptography: only when a token is handled
+
     t = int(time.time() if now is None else now)
     claims: dict[str, Any] = {"sub": client, "iat": t, "exp": t + max(1, int(ttl))}
     if audience:
@@ -64,6 +64,8 @@ def _number(claims: dict[str, Any], name: str) -> float | None:
 def verify_token(token: str, *, client: str, key: bytes, policy: TokenPolicy,
                  now: float) -> dict[str, Any]:
     """The claims of a valid password token. Raises AuthRefused with the reason."""
+    import jwt  # pyjwt loads cryptography: only when a token is handled
+
     try:
         claims: dict[str, Any] = jwt.decode(token, key, algorithms=[ALGORITHM],
                                             options=_DECODE_OPTIONS)
@@ -104,6 +106,8 @@ def verify_token(token: str, *, client: str, key: bytes, policy: TokenPolicy,
 
 def sign_message(topic: str, payload: str, key: bytes, *, now: float | None = None) -> str:
     """A signed message (compact JWS) carrying ``payload`` for ``topic``."""
+    import jwt  # pyjwt loads cryptography: only when a token is handled
+
     claims = {"topic": topic, "iat": time.time() if now is None else now, "payload": payload}
     return jwt.encode(claims, key, algorithm=ALGORITHM)
 
@@ -119,6 +123,8 @@ def verify_message(data: bytes, *, client: str, key: bytes, topic: str, lifespan
                    skew: float, now: float) -> SignedMessage:
     """Check a signed message. Raises MessageRefused (unsigned, forged, wrong_topic,
     stale, from_future)."""
+    import jwt  # pyjwt loads cryptography: only when a token is handled
+
     try:
         text = data.decode("ascii").strip()
     except UnicodeDecodeError:

@@ -13,10 +13,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import jwt
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-
 from gatewayd.config.schema import IdentityConfig
 from gatewayd.errors import UplinkError
 from gatewayd.uplink.config import UplinkConfig
@@ -81,6 +77,11 @@ def jwt_token(cfg: UplinkConfig, *, gateway_id: str, identity: IdentityConfig,
               now: float | None = None) -> str:
     """A fresh ES256 token signed with the gateway key: iss = sub = gateway id,
     aud = ``jwt_audience`` when set, iat = now, exp = now + ``jwt_ttl``."""
+    # Imported here: only jwt auth needs them (about 8 MiB a gateway need not carry).
+    import jwt
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
     key_file = cfg.auth.key_file or identity.key_file
     data = _read(key_file, "private key", cfg.name)
     try:
