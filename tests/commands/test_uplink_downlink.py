@@ -80,6 +80,11 @@ async def test_commands_reach_the_handler_and_results_go_back(tmp_path: Path,
             await publish(broker.port, f"{PREFIX}/commands/a/b", b"too deep")
             await publish(broker.port, f"{PREFIX}/commands/c", b"two")
             health = await watch(uplink, lambda h: h["commands"]["results_published"] == 2)
+            # Acknowledged by the broker is not yet delivered to the subscriber: wait for it.
+            await asyncio.to_thread(
+                results.wait_until,
+                lambda m: sum(1 for x in m if x.topic.endswith("/result")) >= 2, 20,
+                "both results")
         await asyncio.to_thread(results.stop)
     assert seen == [(f"{PREFIX}/commands/a", b"one"), (f"{PREFIX}/commands/c", b"two")]
     got = {m.topic: json.loads(m.payload) for m in results.snapshot()
