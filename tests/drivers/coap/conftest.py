@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -14,7 +14,7 @@ from gatewayd.drivers.coap.driver import CoapDriver
 from gatewayd.config.section import Origins, Problems, Section
 from gatewayd.driver import DeviceConfig
 from gatewayd.errors import ConfigProblem
-from gatewayd.reading import Reading
+from tests.support.sink import ListSink
 
 
 def parse(table: dict[str, Any], name: str = "dev") -> tuple[CoapOptions, list[ConfigProblem]]:
@@ -30,39 +30,6 @@ def make_driver(table: dict[str, Any], name: str = "dev") -> CoapDriver:
     assert problems == [], problems
     return CoapDriver(DeviceConfig(name=name, driver="coap", priority=0, enabled=True,
                                    options=options))
-
-
-class ListSink:
-    """Collects readings; tests await conditions on them (no sleeps)."""
-
-    def __init__(self) -> None:
-        self.batches: list[list[Reading]] = []
-        self._changed = asyncio.Event()
-
-    def submit(self, readings: Sequence[Reading]) -> None:
-        self.batches.append(list(readings))
-        self._changed.set()
-
-    @property
-    def readings(self) -> list[Reading]:
-        return [r for batch in self.batches for r in batch]
-
-    def values(self, device: str, point: str) -> list[Any]:
-        return [r.value for r in self.readings if r.device == device and r.point == point]
-
-    def latest(self, device: str) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for r in self.readings:
-            if r.device == device:
-                out[r.point] = r.value
-        return out
-
-    async def wait_for(self, predicate: Callable[[], bool], within: float = 20.0) -> None:
-        """Return once ``predicate()`` holds after a submit; fail after ``within`` s."""
-        async with asyncio.timeout(within):
-            while not predicate():
-                self._changed.clear()
-                await self._changed.wait()
 
 
 @pytest.fixture
