@@ -234,6 +234,7 @@ class _Publisher:
         self.n = n
         self.acked: set[int] = set()
         self._mids: dict[int, int] = {}
+        self._early: set[int] = set()
         self._lock = threading.Lock()
         self._progress = progress
         self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"{client}/{index}",
@@ -245,18 +246,26 @@ class _Publisher:
         self.client.loop_start()
 
     def _on_publish(self, _c: Any, _u: Any, mid: int, *_: Any) -> None:
+        # Runs in paho's thread while paho holds its own lock: take ours only briefly
+        # and never call paho under it (publish_all does not either: no lock inversion).
         with self._lock:
-            value = self._mids.get(mid)
-            if value is not None:
+            value = self._mids.pop(mid, None)
+            if value is None:
+                self._early.add(mid)  # acknowledged before publish() returned its mid
+            else:
                 self.acked.add(value)
         with self._progress:
             self._progress.notify_all()
 
     def publish_all(self) -> None:
         for value in range(self.n):
+            info = self.client.publish(f"devices/fleet/{self.point}", str(value), qos=1)
             with self._lock:
-                info = self.client.publish(f"devices/fleet/{self.point}", str(value), qos=1)
-                self._mids[info.mid] = value
+                if info.mid in self._early:
+                    self._early.discard(info.mid)
+                    self.acked.add(value)
+                else:
+                    self._mids[info.mid] = value
 
     def stop(self) -> None:
         self.client.disconnect()
