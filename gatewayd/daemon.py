@@ -287,8 +287,12 @@ class Daemon:
         buf = await self.buffer.stats()
         backlog = max((u.get("backlog_rows", 0) for u in buf.get("uplinks", {}).values()),
                       default=0)
-        return (f"devices {dev_ok}/{len(devices)} ok, uplinks {up_ok}/{len(uplinks)} connected, "
+        line = (f"devices {dev_ok}/{len(devices)} ok, uplinks {up_ok}/{len(uplinks)} connected, "
                 f"backlog {backlog}, dropped {buf.get('drops_total', 0)}")
+        tunnel = report.get("tunnel")
+        if tunnel is not None:
+            line += f", tunnel {tunnel.get('health', {}).get('state', tunnel['state'])}"
+        return line
 
     async def _metrics_text(self) -> str:
         return render(await self.status())

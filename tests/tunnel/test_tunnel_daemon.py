@@ -151,6 +151,9 @@ def test_always_on_tunnel_and_daemon_sigkill_ends_ssh(
     st = wait_status(d, lambda s: tunnel_health(s)["up"])
     pid = tunnel_health(st)["pid"]
     assert echo_through(bastion.remote_port, b"always") == b"always"
+    # systemd's one-line STATUS= names the tunnel's state too.
+    _, msg = d.notify.wait_for(lambda m: m.get("STATUS", "").endswith(", tunnel up"), 30)
+    assert msg["STATUS"].startswith("devices ")
 
     out = d.ctl("tunnel", "close")
     assert out.returncode == 1 and "always on" in out.stderr
