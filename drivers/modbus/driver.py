@@ -327,7 +327,8 @@ def decode_point(point: ModbusPoint, request: ReadRequest,
     """The point's value in engineering units from its request's response.
 
     Raises ProtocolError when the response cannot be decoded, ValueError when
-    the device sent a float that is not finite (NaN, infinity).
+    the device sent a float that is not finite (NaN, infinity), or one that scale
+    and offset take beyond a float.
     """
     offset = point.address - request.start
     if request.space in ("co", "di"):
@@ -338,7 +339,11 @@ def decode_point(point: ModbusPoint, request: ReadRequest,
     raw = codec.decode(words, point.type, point.order)
     if isinstance(raw, float) and not math.isfinite(raw):
         raise ValueError(f"device sent {raw!r}")
-    return codec.scale_value(raw, point.scale, point.offset)
+    value = codec.scale_value(raw, point.scale, point.offset)
+    if isinstance(value, float) and not math.isfinite(value):
+        # a huge float64 times the point's scale: beyond what a float holds
+        raise ValueError(f"device sent {raw!r}, beyond a float once scaled by {point.scale:g}")
+    return value
 
 
 def encode_write(point: ModbusPoint, value: Value, *, device: str) -> list[int] | list[bool]:

@@ -131,3 +131,13 @@ def test_the_float_refusal_is_for_non_finite_values_only() -> None:
         decode_point(options.points[0], request, [0x7FC0, 0])
     assert decode_point(options.points[0], request, [0x4049, 0x0FDB]) == pytest.approx(3.14159,
                                                                                      rel=1e-6)
+
+
+def test_a_float64_scaled_beyond_a_float_is_refused_not_infinite() -> None:
+    # Found by the property above: 0x7FEF FFFF FFFF FFFF (about 1.8e308) times 1000.
+    options, problems = parse({"url": "tcp://127.0.0.1:502", "points": [
+        {"name": "big", "address": "hr:0", "type": "float64", "scale": 1000.0}]})
+    assert problems == []
+    (request,) = build_plan(options)
+    with pytest.raises(ValueError, match="beyond a float once scaled by 1000"):
+        decode_point(options.points[0], request, [0x7FEF, 0xFFFF, 0xFFFF, 0xFFFF])
