@@ -42,9 +42,20 @@ MOSQUITTO_PASSWD = "/usr/bin/mosquitto_passwd"
 
 def free_port() -> int:
     """A TCP port nobody listens on at the moment (loopback)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct TCP ports nobody listens on at the moment (loopback): all held at
+    once while they are chosen, so that two of them can never be the same."""
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 class Mosquitto:
@@ -61,18 +72,24 @@ class Mosquitto:
         self.acl = acl
         self.start_timeout = start_timeout
         self.persistence = persistence
-        self.port = free_port()
-        self.tls_port = free_port() if pki else 0
-        self.mtls_port = free_port() if pki else 0
-        self.password_port = free_port() if self.users else 0
-        self.ws_port = free_port() if websockets else 0
-        self.wss_port = free_port() if websockets and pki else 0
+        self.websockets = websockets
+        self._started = False  # ports are fixed once the broker has run
+        self._choose_ports()
         self.conf = self.dir / "mosquitto.conf"
         self.proc: subprocess.Popen[bytes] | None = None
         self.log: list[str] = []
         self._log_cond = threading.Condition()
         self._reader: threading.Thread | None = None
         self._write_conf()
+
+    def _choose_ports(self) -> None:
+        ports = iter(free_ports(6))
+        self.port = next(ports)
+        self.tls_port = next(ports) if self.pki else 0
+        self.mtls_port = next(ports) if self.pki else 0
+        self.password_port = next(ports) if self.users else 0
+        self.ws_port = next(ports) if self.websockets else 0
+        self.wss_port = next(ports) if self.websockets and self.pki else 0
 
     # ------------------------------------------------------------ config
 
@@ -119,14 +136,35 @@ class Mosquitto:
     # ------------------------------------------------------------ process
 
     def start(self) -> None:
-        """Start the broker and return once it says it is running (or raise)."""
+        """Start the broker and return once it says it is running (or raise).
+
+        At the first start only, a port another process took in the meantime is
+        replaced (new ports, a new config) and the start tried again; a restart keeps
+        its ports, since clients know them."""
         assert self.proc is None, "already running"
-        mark = len(self.log)
-        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        self._reader = threading.Thread(target=self._read_log, args=(self.proc,), daemon=True)
-        self._reader.start()
-        self.wait_log(lambda line: " running" in line, start=mark, timeout=self.start_timeout)
+        for attempt in range(3):
+            mark = len(self.log)
+            self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)],
+                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL)
+            self._reader = threading.Thread(target=self._read_log, args=(self.proc,),
+                                            daemon=True)
+            self._reader.start()
+            try:
+                self.wait_log(lambda line: " running" in line, start=mark,
+                              timeout=self.start_timeout)
+            except RuntimeError:
+                taken = any("Unable to create" in line or "Address already in use" in line
+                            for line in self.log[mark:])
+                self.proc.wait(5)
+                self.proc = None
+                if not taken or self._started or attempt == 2:
+                    raise
+                self._choose_ports()
+                self._write_conf()
+                continue
+            self._started = True
+            return
 
     def _read_log(self, proc: subprocess.Popen[bytes]) -> None:
         assert proc.stdout is not None
