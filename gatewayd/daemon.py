@@ -103,7 +103,7 @@ class Daemon:
                 for dev in self.config.devices.values():
                     self._start_device(dev)
                 self._start_control()
-                self.notifier.ready(await self.status_line())
+                self.notifier.ready(self.status_line())
                 log.info("gatewayd %s started: %d devices, %d uplinks", __version__,
                          len(self.config.devices), len(self.config.uplinks))
                 housekeeping = chores.create_task(self._housekeeping())
@@ -154,7 +154,7 @@ class Daemon:
                     log.error("a supervised task died; withholding the watchdog keep-alive")
                 next_wd = now + wd
             if now >= next_status:
-                self.notifier.status(await self.status_line())
+                self.notifier.status(self.status_line())
                 next_status = now + self.config.status_interval
             await asyncio.sleep(max(0.0, min(next_status, next_wd) - loop.time()))
 
@@ -198,7 +198,7 @@ class Daemon:
             log.error("reload refused: keeping the running configuration")
             self.last_reload = {"ok": False, "at": time.time(),
                                 "problems": [str(p) for p in err.problems]}
-            self.notifier.ready(await self.status_line())
+            self.notifier.ready(self.status_line())
             return
         if self.commands is None and _commands_wanted(new):
             commands = _command_service(new, self._targets)
@@ -212,7 +212,7 @@ class Daemon:
         self.last_reload = {"ok": True, "at": time.time(), "restarted": changed}
         log.info("reloaded configuration: %s",
                  ", ".join(changed) if changed else "nothing changed")
-        self.notifier.ready(await self.status_line())
+        self.notifier.ready(self.status_line())
 
     async def _apply(self, new: Config) -> list[str]:
         old = self.config
@@ -278,17 +278,15 @@ class Daemon:
             "commands": self.commands.health() if self.commands is not None else None,
         }
 
-    async def status_line(self) -> str:
+    def status_line(self) -> str:
         report = self.supervisor.report()
         devices = [c for n, c in report.items() if n.startswith("device:")]
         uplinks = [c for n, c in report.items() if n.startswith("uplink:")]
         dev_ok = sum(1 for c in devices if c["state"] in ("running", "finished"))
         up_ok = sum(1 for c in uplinks if c.get("health", {}).get("connected"))
-        buf = await self.buffer.stats()
-        backlog = max((u.get("backlog_rows", 0) for u in buf.get("uplinks", {}).values()),
-                      default=0)
+        backlog, dropped = self.buffer.summary()
         line = (f"devices {dev_ok}/{len(devices)} ok, uplinks {up_ok}/{len(uplinks)} connected, "
-                f"backlog {backlog}, dropped {buf.get('drops_total', 0)}")
+                f"backlog {backlog}, dropped {dropped}")
         tunnel = report.get("tunnel")
         if tunnel is not None:
             line += f", tunnel {tunnel.get('health', {}).get('state', tunnel['state'])}"

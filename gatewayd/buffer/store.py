@@ -380,6 +380,12 @@ class Buffer:
 
     # -- status and config -------------------------------------------------
 
+    def summary(self) -> tuple[int, int]:
+        """(the largest uplink backlog in rows, readings dropped so far), from memory:
+        no database round trip, for the one-line systemd status."""
+        backlog = max((up.backlog for up in self._cursors.uplinks.values()), default=0)
+        return backlog, self._drops.total
+
     async def stats(self) -> dict[str, Any]:
         """Counters and occupancy, JSON-serialisable (docs/buffer.md lists the fields)."""
         db = self._db

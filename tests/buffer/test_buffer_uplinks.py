@@ -59,6 +59,8 @@ async def test_rows_go_only_when_every_selecting_uplink_acked(
         assert stats["uplinks"]["boiler"] == {"cursor": 20, "backlog_rows": 0,
                                               "backlog_bytes": 0, "oldest_age_s": None}
         assert stats["uplinks"]["all"]["backlog_rows"] == 20
+        # The in-memory summary (for systemd's STATUS=) agrees with the database's figures.
+        assert buf.summary() == (20, stats["drops_total"])
         # Every row is in "all"'s backlog: all the pages in use are its share.
         assert stats["uplinks"]["all"]["backlog_bytes"] == stats["used_bytes"] > 0
 
