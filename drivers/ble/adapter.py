@@ -28,7 +28,7 @@ import asyncio
 import contextlib
 import logging
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -495,7 +495,3 @@ async def open_adapter(name: str, *, device: str) -> AsyncIterator[BleAdapter]:
                 del _adapters[name]
             await adapter.close()
 
-
-def registered(names: Iterable[str]) -> dict[str, BleAdapter]:
-    """The open adapters among ``names`` (for tests and status)."""
-    return {n: _adapters[n] for n in names if n in _adapters}
