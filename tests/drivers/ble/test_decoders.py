@@ -107,7 +107,13 @@ def test_bthome_every_object_id_has_a_decoding() -> None:
         length = 1 if spec.kind in ("text", "raw") else spec.length
         body = bytes([object_id]) + (bytes([0]) if spec.kind in ("text", "raw") else
                                      bytes(length))
-        bthome.decode_bthome(b"\x40" + body)  # no error for any known id
+        packet = bthome.decode_bthome(b"\x40" + body)  # no error for any known id
+        if spec.kind == "packet_id":
+            assert packet.sequence == 0
+        elif spec.kind in ("button", "dimmer"):
+            assert packet.measurements == ()  # event 0 is "no event"
+        else:
+            assert spec.name in [m.name for m in packet.measurements], hex(object_id)
 
 
 def test_bthome_multiple_objects_and_postfix() -> None:
