@@ -19,6 +19,7 @@ from gatewayd.config.section import (
 )
 from gatewayd.driver import DeviceConfig, Driver, Sink
 from gatewayd.errors import DriverError
+from gatewayd.polling import CycleClock
 from gatewayd.reading import Reading
 
 from .signals import SIGNALS, SignalState, SimPoint
@@ -82,18 +83,14 @@ class SimDriver(Driver):
         loop = asyncio.get_running_loop()
         start = loop.time()
         polls_this_run = 0
-        tick = 0
+        clock = CycleClock(opts.poll, origin=start)
         while not opts.limit or self.polls < opts.limit:
-            deadline = start + tick * opts.poll
-            delay = deadline - loop.time()
+            delay = clock.due() - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
-            elif -delay > opts.poll:
-                # Late by more than a whole period: skip the missed cycles, count them.
-                skipped = int(-delay // opts.poll)
-                self.late_cycles += skipped
-                tick += skipped
-            tick += 1
+            # Late by a whole period or more: the missed cycles are skipped and counted.
+            self.late_cycles += clock.start(loop.time())
+            clock.advance()
             if opts.fail_after and polls_this_run >= opts.fail_after:
                 raise DriverError(f"simulated failure after {polls_this_run} polls",
                                   device=self.name)
