@@ -40,6 +40,7 @@ class ControlServer:
         self.handler = handler
         self.requests = 0
         self.errors = 0
+        self.listening = asyncio.Event()  # set once the socket accepts connections
 
     def health(self) -> dict[str, Any]:
         return {"socket": str(self.path), "requests": self.requests, "errors": self.errors}
@@ -51,6 +52,7 @@ class ControlServer:
                                                  limit=MAX_REQUEST)
         os.chmod(self.path, 0o660)
         log.info("control socket listening on %s", self.path)
+        self.listening.set()
         try:
             async with server:
                 await server.serve_forever()

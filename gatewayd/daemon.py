@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STOP_TIMEOUT = 4.0  # systemd is told we stop; we finish well inside 5 s
+CONTROL_START_TIMEOUT = 5.0  # READY waits at most this long for the control socket
 
 
 def _commands_wanted(config: Config) -> bool:
@@ -102,7 +103,7 @@ class Daemon:
                 self.local.start(sup)
                 for dev in self.config.devices.values():
                     self._start_device(dev)
-                self._start_control()
+                await self._start_control()
                 self.notifier.ready(self.status_line())
                 log.info("gatewayd %s started: %d devices, %d uplinks", __version__,
                          len(self.config.devices), len(self.config.uplinks))
@@ -178,8 +179,17 @@ class Daemon:
             commands=(self.commands.handler(up.name)
                       if up.commands and self.commands is not None else None))))
 
-    def _start_control(self) -> None:
-        self.supervisor.start(ControlServer(self.config.control.socket, self.handle_request))
+    async def _start_control(self) -> None:
+        """Start the control socket and return once it answers (READY promises that
+        gatewayctl works), or after CONTROL_START_TIMEOUT if it cannot start (the
+        supervisor retries it and status names the error)."""
+        control = ControlServer(self.config.control.socket, self.handle_request)
+        self.supervisor.start(control)
+        try:
+            async with asyncio.timeout(CONTROL_START_TIMEOUT):
+                await control.listening.wait()
+        except TimeoutError:
+            log.error("control socket %s is not listening yet", self.config.control.socket)
         if self.config.control.metrics_listen:
             self.supervisor.start(MetricsHttpServer(self.config.control.metrics_listen,
                                                     self._metrics_text))
@@ -253,7 +263,7 @@ class Daemon:
             await sup.stop("control")
             await sup.stop("metrics-http")
             self.config = new
-            self._start_control()
+            await self._start_control()
             changed.append("control")
         self.config = new
         return changed

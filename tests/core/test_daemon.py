@@ -8,6 +8,7 @@ import stat
 import time
 from typing import Any
 
+from gatewayd.control import request
 from tests.support.daemon import DaemonProcess, gatewayctl
 
 DEVICES = """
@@ -40,6 +41,8 @@ def test_ready_status_watchdog_and_clean_stop(daemon_factory: type[DaemonProcess
     d = daemon_factory(DEVICES.format(beta_poll="50ms"), watchdog_usec=400_000)
     d.start()
     d.wait_ready()
+    # READY promises a working control socket: asked at once, it answers.
+    assert request(d.socket, "status")["gateway"] == "gw-test"
     _, st = d.notify.wait_for(lambda m: m.get("STATUS", "").startswith("devices 2/2 ok"))
     assert st["STATUS"] == "devices 2/2 ok, uplinks 0/0 connected, backlog 0, dropped 0"
     first, _ = d.notify.wait_for(lambda m: m.get("WATCHDOG") == "1")
